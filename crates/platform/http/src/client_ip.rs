@@ -1,0 +1,41 @@
+//! The caller's IP address.
+//!
+//! Behind the gateway every request comes from the gateway's address, which
+//! appends the real client to `X-Forwarded-For`. A service believes that
+//! header only from a trusted peer: loopback (the embedded stack) or an
+//! address listed in its settings. The gateway itself trusts nobody by
+//! default, so a client cannot choose its own rate-limit key.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::ConnectInfo;
+use axum::http::request::Parts;
+
+pub const X_FORWARDED_FOR: &str = "x-forwarded-for";
+
+/// The peer address of the connection.
+pub fn peer_ip(parts: &Parts) -> Option<IpAddr> {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip())
+}
+
+/// The client address: the last `X-Forwarded-For` hop when the peer is
+/// trusted, else the peer itself.
+pub fn client_ip(parts: &Parts, trust_loopback: bool, trusted: &[IpAddr]) -> Option<IpAddr> {
+    let peer = peer_ip(parts)?;
+    let peer_trusted = (trust_loopback && peer.is_loopback()) || trusted.contains(&peer);
+    if !peer_trusted {
+        return Some(peer);
+    }
+    let forwarded = parts
+        .headers
+        .get_all(X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|hop| hop.trim().parse::<IpAddr>().ok())
+        .next_back();
+    Some(forwarded.unwrap_or(peer))
+}

@@ -1,0 +1,24 @@
+//! The HTTP layer every Zócalo service stands on.
+//!
+//! - [`problem`]: RFC 9457 `application/problem+json` errors, the only error
+//!   body any service writes;
+//! - [`extract`]: JSON, form, query and path extractors whose rejections are
+//!   problems rather than plain-text 400s;
+//! - [`auth`]: the verified caller (`AuthUser`, `MaybeAuthUser`), role guards
+//!   and the JWKS-backed [`auth::TokenVerifier`];
+//! - [`server`]: binding, the common middleware stack, graceful shutdown;
+//! - [`conditional`]: `ETag` / `If-None-Match` for cacheable reads;
+//! - [`ratelimit`]: keyed rate limiting answering 429 with `Retry-After`;
+//! - [`client_ip`]: who the caller is, honouring trusted proxies.
+//!
+//! It depends on `zocalo-telemetry` only, never on a service.
+
+pub mod auth;
+pub mod client_ip;
+pub mod conditional;
+pub mod extract;
+pub mod problem;
+pub mod ratelimit;
+pub mod server;
+
+pub use problem::{FieldError, Problem};

@@ -1,0 +1,39 @@
+CREATE TABLE users (
+    id            TEXT PRIMARY KEY,
+    email         TEXT NOT NULL UNIQUE CHECK (email = lower(email)),
+    name          TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    created_at    TEXT NOT NULL
+);
+
+CREATE TABLE user_roles (
+    user_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    role    TEXT NOT NULL CHECK (role IN ('admin', 'editor', 'manager', 'seller')),
+    PRIMARY KEY (user_id, role)
+);
+
+CREATE TABLE signing_keys (
+    kid        TEXT PRIMARY KEY,
+    seed       BLOB NOT NULL CHECK (length(seed) = 32),
+    created_at TEXT NOT NULL
+);
+
+CREATE TABLE refresh_tokens (
+    token_hash TEXT PRIMARY KEY,
+    family_id  TEXT NOT NULL,
+    subject    TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL,
+    used_at    TEXT,
+    revoked_at TEXT
+);
+CREATE INDEX refresh_tokens_family ON refresh_tokens (family_id);
+CREATE INDEX refresh_tokens_subject ON refresh_tokens (subject);
+
+CREATE TABLE oauth_clients (
+    client_id   TEXT PRIMARY KEY,
+    secret_hash TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    roles       TEXT NOT NULL,
+    created_at  TEXT NOT NULL
+);

@@ -1,0 +1,144 @@
+//! Building and running the auth service.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::FromRef;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use zocalo_http::auth::{KeySource, TokenVerifier};
+use zocalo_http::ratelimit::{KeyedLimiter, RateLimit};
+use zocalo_store::DatabaseSettings;
+
+use crate::keys::KeyRing;
+use crate::store::{self, AuthStore};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    /// `sqlite://…` or `postgres://…`.
+    pub database_url: String,
+    pub database_read_url: Option<String>,
+    pub database_max_connections: usize,
+    /// The `iss` of every token and of the RFC 8414 metadata.
+    pub issuer: String,
+    /// The `aud` of access tokens.
+    pub audience: String,
+    /// The URL clients reach us at (through the gateway), for the metadata.
+    pub public_url: String,
+    pub access_ttl_secs: i64,
+    pub refresh_ttl_secs: i64,
+    pub login_per_account: RateLimit,
+    pub login_per_ip: RateLimit,
+    /// Peers whose `X-Forwarded-For` we believe (loopback always is).
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            database_url: "sqlite://data/auth.db".into(),
+            database_read_url: None,
+            database_max_connections: 16,
+            issuer: "http://127.0.0.1:8080".into(),
+            audience: "zocalo-api".into(),
+            public_url: "http://127.0.0.1:8080".into(),
+            access_ttl_secs: 15 * 60,
+            refresh_ttl_secs: 30 * 24 * 3600,
+            login_per_account: RateLimit {
+                per_second: 0.2,
+                burst: 10,
+            },
+            login_per_ip: RateLimit {
+                per_second: 5.0,
+                burst: 50,
+            },
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+impl Settings {
+    pub fn database(&self) -> DatabaseSettings {
+        DatabaseSettings {
+            url: self.database_url.clone(),
+            read_url: self.database_read_url.clone(),
+            max_connections: self.database_max_connections,
+        }
+    }
+}
+
+/// The account that `ZOCALO_ADMIN_EMAIL` / `ZOCALO_ADMIN_PASSWORD` create.
+#[derive(Clone)]
+pub struct AdminBootstrap {
+    pub email: String,
+    pub password: String,
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn AuthStore>,
+    pub keys: Arc<KeyRing>,
+    pub verifier: Arc<TokenVerifier>,
+    pub settings: Arc<Settings>,
+    pub login_by_account: Arc<KeyedLimiter>,
+    pub login_by_ip: Arc<KeyedLimiter>,
+}
+
+impl FromRef<AppState> for Arc<TokenVerifier> {
+    fn from_ref(state: &AppState) -> Self {
+        state.verifier.clone()
+    }
+}
+
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+}
+
+impl Application {
+    pub async fn build(settings: Settings, admin: Option<AdminBootstrap>) -> anyhow::Result<Self> {
+        let store = store::open(&settings.database()).await?;
+        let state = state(settings, store).await?;
+        if let Some(admin) = admin {
+            crate::routes::ensure_admin(&state, admin).await?;
+        }
+        let listener = zocalo_http::server::bind(state.settings.listen).await?;
+        Ok(Self {
+            listener,
+            router: crate::routes::router(state),
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or_default()
+    }
+
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        zocalo_http::server::serve(self.listener, self.router, shutdown).await
+    }
+}
+
+async fn state(settings: Settings, store: Arc<dyn AuthStore>) -> anyhow::Result<AppState> {
+    let keys = KeyRing::load(store.as_ref()).await?;
+    let verifier = TokenVerifier::new(
+        KeySource::Static(keys.jwks().await),
+        &settings.issuer,
+        &settings.audience,
+    );
+    Ok(AppState {
+        login_by_account: Arc::new(KeyedLimiter::new(settings.login_per_account)),
+        login_by_ip: Arc::new(KeyedLimiter::new(settings.login_per_ip)),
+        store,
+        keys: Arc::new(keys),
+        verifier,
+        settings: Arc::new(settings),
+    })
+}

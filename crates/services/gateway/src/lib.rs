@@ -1,0 +1,192 @@
+//! The API gateway: the one address clients talk to.
+//!
+//! It routes each request by path prefix to an instance of the service that
+//! owns the path (round robin over pooled HTTP/1.1 connections, bodies
+//! streamed both ways), and refuses at the edge what no service should have
+//! to see: unverifiable bearer tokens, oversized headers or bodies, clients
+//! over their rate limit. It adds request ids, `X-Forwarded-*` headers, CORS
+//! and security headers, and serves its own `/live`, `/ready`, `/metrics` and
+//! `/openapi.json`. Every error it produces itself is problem+json.
+//!
+//! Not supported yet: protocol upgrades (WebSocket), TLS to upstreams, and
+//! retries or circuit breaking across instances.
+//!
+//! Like every service it depends on platform crates only (`zocalo-http`,
+//! `zocalo-telemetry`, `zocalo-config`), never on another service: services
+//! are reached over HTTP at the addresses in [`Settings`].
+
+mod error;
+mod layers;
+mod openapi;
+mod proxy;
+mod routes;
+mod settings;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::Request;
+use axum::http::StatusCode;
+use axum::middleware;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::serve::ListenerExt;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use zocalo_http::Problem;
+use zocalo_http::auth::TokenVerifier;
+use zocalo_http::server::{RequestId, request_id};
+use zocalo_telemetry::{ReadinessCheck, admin_router, always_ready};
+
+pub use settings::{RouteSettings, Settings};
+
+use crate::proxy::Gateway;
+
+/// How long a shutdown waits for in-flight requests (long downloads, slow
+/// upstreams) before it gives up on them.
+const DRAIN_LIMIT: Duration = Duration::from_secs(30);
+
+/// A gateway bound to its port, ready to serve.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    port: u16,
+}
+
+impl Application {
+    /// Validate the settings, build the proxy and bind `settings.listen`
+    /// (port 0 picks a free port).
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let gateway = Arc::new(Gateway::new(&settings)?);
+        log_routes(&gateway);
+        let router = router(gateway, &settings)?;
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", settings.listen))?;
+        let port = listener.local_addr()?.port();
+        Ok(Self {
+            listener,
+            router,
+            port,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serve until `shutdown` is cancelled, then let in-flight requests
+    /// finish (for at most [`DRAIN_LIMIT`]).
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        tracing::info!(port = self.port, "gateway listening");
+        let listener = self.listener.tap_io(|stream| {
+            // Proxied responses are often small; do not let Nagle delay them.
+            if let Err(error) = stream.set_nodelay(true) {
+                tracing::debug!(%error, "cannot set TCP_NODELAY");
+            }
+        });
+        let server = axum::serve(
+            listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        let deadline = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(DRAIN_LIMIT).await;
+        };
+        tokio::select! {
+            result = server => result,
+            () = deadline => {
+                tracing::warn!("drain limit reached, dropping remaining connections");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The gateway's own endpoints, the proxy behind everything else, and the
+/// middleware around both (outermost last).
+fn router(gateway: Arc<Gateway>, settings: &Settings) -> anyhow::Result<Router> {
+    let openapi = Arc::new(openapi::document(&gateway.routes));
+    let ready = readiness(gateway.verifier.clone());
+    let mut router = Router::new()
+        .route(
+            "/openapi.json",
+            get(move || {
+                let doc = openapi.clone();
+                async move { axum::Json((*doc).clone()) }
+            }),
+        )
+        .merge(admin_router(ready))
+        .fallback(proxy::handle)
+        .method_not_allowed_fallback(|| async {
+            Problem::new(StatusCode::METHOD_NOT_ALLOWED)
+                .with_detail("method not allowed on this path")
+        })
+        .with_state(gateway)
+        .layer(middleware::from_fn(layers::record_metrics))
+        .layer(CatchPanicLayer::custom(|_| {
+            Problem::internal("handler panicked").into_response()
+        }));
+    if let Some(cors) = layers::cors(&settings.cors_allowed_origins)? {
+        router = router.layer(cors);
+    }
+    router = router.layer(
+        TraceLayer::new_for_http()
+            .make_span_with(|request: &Request| {
+                let id = request
+                    .extensions()
+                    .get::<RequestId>()
+                    .and_then(|id| id.0.to_str().ok())
+                    .unwrap_or("-");
+                tracing::info_span!(
+                    "request",
+                    service = layers::SERVICE,
+                    request_id = %id,
+                    method = %request.method(),
+                    path = %request.uri().path(),
+                )
+            })
+            .on_request(())
+            .on_response(DefaultOnResponse::new().level(tracing::Level::DEBUG)),
+    );
+    for layer in layers::security_headers(settings.hsts) {
+        router = router.layer(layer);
+    }
+    Ok(router.layer(middleware::from_fn(request_id)))
+}
+
+/// Ready when bearer tokens can be verified, i.e. the JWKS is fetchable, or
+/// when no key source is configured at all.
+fn readiness(verifier: Option<Arc<TokenVerifier>>) -> ReadinessCheck {
+    let Some(verifier) = verifier else {
+        return always_ready();
+    };
+    Arc::new(move || {
+        let verifier = verifier.clone();
+        Box::pin(async move { verifier.refresh().await.map_err(|e| e.to_string()) })
+    })
+}
+
+fn log_routes(gateway: &Gateway) {
+    for route in gateway.routes.iter() {
+        if route.has_upstreams() {
+            tracing::debug!(prefix = %route.prefix, service = %route.service, "route");
+        } else {
+            tracing::info!(
+                prefix = %route.prefix,
+                service = %route.service,
+                "route has no instances: its requests will get 503"
+            );
+        }
+    }
+    if gateway.verifier.is_none() {
+        tracing::warn!("no JWKS source: requests with bearer tokens will get 503");
+    }
+}

@@ -1,0 +1,432 @@
+//! Relaying one request to its upstream and the answer back.
+//!
+//! The order of the checks is deliberate: the cheap ones that need nothing
+//! but the request head come first (header budget, rate limit, route, body
+//! length), token verification next (it may fetch keys), and only then is an
+//! upstream contacted. A refused request never reaches a service.
+//!
+//! Bodies are streamed both ways: the request body is wrapped in a
+//! [`Limited`] so that a chunked body over the limit fails mid-stream, and
+//! the upstream's response body is handed to the server as is.
+
+use std::io::Write as _;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::header::{
+    AUTHORIZATION, CONNECTION, CONTENT_LENGTH, EXPECT, HOST, TE, TRAILER, TRANSFER_ENCODING,
+    UPGRADE,
+};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri, Version};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http_body_util::Limited;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use zocalo_http::auth::{KeySource, TokenError, TokenVerifier};
+use zocalo_http::client_ip::{client_ip, peer_ip};
+use zocalo_http::ratelimit::KeyedLimiter;
+use zocalo_http::server::REQUEST_ID;
+
+use crate::error::GatewayError;
+use crate::routes::{Route, RouteTable, Upstream, has_dot_segment};
+use crate::settings::Settings;
+
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1);
+/// `proxy-*` ones are removed by prefix.
+const HOP_BY_HOP: [HeaderName; 6] = [
+    CONNECTION,
+    KEEP_ALIVE,
+    TE,
+    TRAILER,
+    TRANSFER_ENCODING,
+    UPGRADE,
+];
+
+/// Idle upstream connections are closed before a service would close them
+/// (hyper servers keep them forever, other stacks often after 60 s), so a
+/// pooled connection is rarely found dead.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Enough idle connections per upstream to absorb a burst from many clients
+/// without reconnecting, bounded so a spike cannot pin thousands of sockets.
+const POOL_MAX_IDLE_PER_HOST: usize = 512;
+
+/// The metrics label of a proxied response: the prefix of its route.
+#[derive(Debug, Clone)]
+pub(crate) struct RouteLabel(pub Arc<str>);
+
+type UpstreamClient = Client<HttpConnector, Limited<Body>>;
+
+/// Everything a request needs, built once at startup and shared.
+pub(crate) struct Gateway {
+    pub routes: RouteTable,
+    pub verifier: Option<Arc<TokenVerifier>>,
+    client: UpstreamClient,
+    limiter: Option<KeyedLimiter>,
+    trusted_proxies: Box<[IpAddr]>,
+    max_body_bytes: usize,
+    max_header_bytes: usize,
+}
+
+impl Gateway {
+    pub fn new(settings: &Settings) -> anyhow::Result<Self> {
+        let routes = RouteTable::new(
+            &settings.routes,
+            Duration::from_millis(settings.default_timeout_ms),
+        )?;
+        let verifier = settings.effective_jwks_url().map(|url| {
+            TokenVerifier::new(KeySource::Url(url), &settings.issuer, &settings.audience)
+        });
+        Ok(Self {
+            routes,
+            verifier,
+            client: upstream_client(Duration::from_millis(settings.connect_timeout_ms)),
+            limiter: settings.effective_rate_limit().map(KeyedLimiter::new),
+            trusted_proxies: settings.trusted_proxies.clone().into_boxed_slice(),
+            max_body_bytes: settings.max_body_bytes,
+            max_header_bytes: settings.max_header_bytes,
+        })
+    }
+
+    /// Check the request, then relay it to the route's next upstream.
+    async fn forward(
+        &self,
+        route: Option<&Route>,
+        mut parts: Parts,
+        body: Body,
+    ) -> Result<Response, GatewayError> {
+        check_header_size(&parts, self.max_header_bytes)?;
+        self.check_rate(&parts)?;
+        let route = route.ok_or(GatewayError::NoRoute)?;
+        if has_dot_segment(parts.uri.path()) {
+            return Err(GatewayError::DotSegments);
+        }
+        check_content_length(&parts.headers, self.max_body_bytes)?;
+        let upstream = route
+            .next_upstream()
+            .ok_or_else(|| GatewayError::NoUpstream(route.service.clone()))?;
+        if let Some(token) = bearer_token(&parts.headers) {
+            self.verify(token).await?;
+        }
+
+        let peer = peer_ip(&parts);
+        let peer_trusted = peer.is_some_and(|ip| self.trusted_proxies.contains(&ip));
+        strip_hop_by_hop(&mut parts.headers);
+        // The gateway's server already answered any `100-continue` when the
+        // body was first read; the upstream must not answer it again.
+        parts.headers.remove(EXPECT);
+        set_forwarded_headers(&mut parts.headers, &parts.uri, peer, peer_trusted);
+        parts.headers.insert(HOST, upstream.host.clone());
+        parts.uri = upstream_uri(upstream, &parts.uri)?;
+        // Upstream connections are HTTP/1.1 whatever the client spoke.
+        parts.version = Version::HTTP_11;
+
+        let request = Request::from_parts(parts, Limited::new(body, self.max_body_bytes));
+        // The timeout bounds the wait for the response head, which includes
+        // sending the request body to services that read it first; the
+        // response body then streams for as long as it takes. Failures are
+        // not retried on another instance: the request may not be idempotent
+        // and its body is already gone.
+        let response = tokio::time::timeout(route.timeout, self.client.request(request))
+            .await
+            .map_err(|_| GatewayError::Timeout {
+                service: route.service.clone(),
+                timeout: route.timeout,
+            })?
+            .map_err(|e| GatewayError::from_client(&route.service, e, self.max_body_bytes))?;
+        Ok(downstream(response))
+    }
+
+    /// One token per client address; with trusted proxies in front, the
+    /// address they report rather than theirs.
+    fn check_rate(&self, parts: &Parts) -> Result<(), GatewayError> {
+        let Some(limiter) = &self.limiter else {
+            return Ok(());
+        };
+        let Some(ip) = client_ip(parts, false, &self.trusted_proxies) else {
+            return Ok(());
+        };
+        limiter
+            .check(&ip.to_string())
+            .map_err(|refusal| GatewayError::RateLimited {
+                retry_after_secs: refusal.retry_after_secs.unwrap_or(1),
+            })
+    }
+
+    async fn verify(&self, token: &[u8]) -> Result<(), GatewayError> {
+        let verifier = self.verifier.as_ref().ok_or(GatewayError::NoKeySource)?;
+        let token = std::str::from_utf8(token).map_err(|_| TokenError::Malformed)?;
+        verifier.verify(token).await?;
+        Ok(())
+    }
+}
+
+/// The axum handler behind every path the gateway does not serve itself.
+pub(crate) async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let route = gateway.routes.find(parts.uri.path());
+    let mut response = match gateway.forward(route, parts, body).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    };
+    if let Some(route) = route {
+        response
+            .extensions_mut()
+            .insert(RouteLabel(route.prefix.clone()));
+    }
+    response
+}
+
+fn upstream_client(connect_timeout: Duration) -> UpstreamClient {
+    let mut connector = HttpConnector::new();
+    // Small proxied writes must not wait for Nagle's algorithm.
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(connect_timeout));
+    connector.set_keepalive(Some(Duration::from_secs(60)));
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
+        .build(connector)
+}
+
+/// The request line and every header count against the budget, so that a
+/// client cannot make every service parse megabytes of headers.
+fn check_header_size(parts: &Parts, limit: usize) -> Result<(), GatewayError> {
+    let uri = &parts.uri;
+    let target = uri.scheme_str().map_or(0, str::len)
+        + uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.path_and_query().map_or(0, |pq| pq.as_str().len());
+    let total = parts.headers.iter().fold(target, |sum, (name, value)| {
+        sum + name.as_str().len() + value.len()
+    });
+    if total > limit {
+        return Err(GatewayError::HeadersTooLarge { limit });
+    }
+    Ok(())
+}
+
+/// A declared length over the limit is refused before any upstream is
+/// contacted; chunked bodies are bounded by [`Limited`] as they stream.
+fn check_content_length(headers: &HeaderMap, limit: usize) -> Result<(), GatewayError> {
+    let Some(value) = headers.get(CONTENT_LENGTH) else {
+        return Ok(());
+    };
+    let length: u64 = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or(GatewayError::BadContentLength)?;
+    if length > limit as u64 {
+        return Err(GatewayError::BodyTooLarge { limit });
+    }
+    Ok(())
+}
+
+/// The token to verify, if the request carries a bearer token. Other schemes
+/// (HTTP Basic client credentials at the token endpoint) are the upstream's
+/// business; an empty bearer token is still verified, and fails.
+fn bearer_token(headers: &HeaderMap) -> Option<&[u8]> {
+    let value = headers.get(AUTHORIZATION)?.as_bytes();
+    let (scheme, token) = match value.iter().position(|b| *b == b' ') {
+        Some(space) => (&value[..space], &value[space + 1..]),
+        None => (value, &[][..]),
+    };
+    scheme
+        .eq_ignore_ascii_case(b"bearer")
+        .then(|| token.trim_ascii())
+}
+
+/// Remove hop-by-hop headers, including those the `Connection` header names.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        // The request id is ours to forward, whatever the client says.
+        .filter(|name| *name != REQUEST_ID)
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if headers
+        .keys()
+        .any(|name| name.as_str().starts_with("proxy-"))
+    {
+        let proxy: Vec<HeaderName> = headers
+            .keys()
+            .filter(|name| name.as_str().starts_with("proxy-"))
+            .cloned()
+            .collect();
+        for name in proxy {
+            headers.remove(name);
+        }
+    }
+}
+
+/// Tell the upstream who the client is and how it reached us. A client's own
+/// `X-Forwarded-Proto`/`-Host` are believed only from a trusted proxy;
+/// `X-Forwarded-For` is appended to, so its last hop is always the address
+/// we saw, which is the one services trust.
+///
+/// The `Host` header itself is set to the upstream's authority (by the
+/// caller): virtual-hosted upstreams and ingresses route on it, and the
+/// client's host travels in `X-Forwarded-Host` for services that build
+/// absolute URLs.
+fn set_forwarded_headers(
+    headers: &mut HeaderMap,
+    uri: &Uri,
+    peer: Option<IpAddr>,
+    peer_trusted: bool,
+) {
+    if let Some(ip) = peer {
+        append_forwarded_for(headers, ip);
+    }
+    if !(peer_trusted && headers.contains_key(X_FORWARDED_PROTO)) {
+        // The gateway listens on plain HTTP; TLS ends in front of it.
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    }
+    if !(peer_trusted && headers.contains_key(X_FORWARDED_HOST)) {
+        // HTTP/2 clients send the host as the URI authority, not a header.
+        let host = headers.get(HOST).cloned().or_else(|| {
+            uri.authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        match host {
+            Some(host) => headers.insert(X_FORWARDED_HOST, host),
+            None => headers.remove(X_FORWARDED_HOST),
+        };
+    }
+}
+
+fn append_forwarded_for(headers: &mut HeaderMap, ip: IpAddr) {
+    let mut value = Vec::with_capacity(48);
+    for existing in headers.get_all(X_FORWARDED_FOR) {
+        value.extend_from_slice(existing.as_bytes());
+        value.extend_from_slice(b", ");
+    }
+    // Writing to a Vec cannot fail.
+    let _ = write!(value, "{ip}");
+    match HeaderValue::from_maybe_shared(Bytes::from(value)) {
+        Ok(value) => headers.insert(X_FORWARDED_FOR, value),
+        // Unreachable (header bytes plus an address are valid), but a broken
+        // chain must not keep the real peer out.
+        Err(_) => headers.insert(
+            X_FORWARDED_FOR,
+            HeaderValue::from_maybe_shared(Bytes::from(ip.to_string()))
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+        ),
+    };
+}
+
+/// `http://upstream` + the client's path and query, unchanged.
+fn upstream_uri(upstream: &Upstream, original: &Uri) -> Result<Uri, GatewayError> {
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(upstream.scheme.clone());
+    parts.authority = Some(upstream.authority.clone());
+    parts.path_and_query = original.path_and_query().cloned();
+    Uri::from_parts(parts).map_err(|_| GatewayError::BadTarget)
+}
+
+/// The upstream's response, minus what described its connection to us.
+fn downstream(response: http::Response<Incoming>) -> Response {
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    Response::from_parts(parts, Body::new(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_removed_with_those_connection_names() {
+        let mut map = headers(&[
+            ("connection", "keep-alive, x-secret, x-request-id"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("x-request-id", "abc"),
+            ("proxy-authorization", "Basic x"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("accept", "*/*"),
+        ]);
+        strip_hop_by_hop(&mut map);
+        let mut left: Vec<_> = map.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["accept", "x-request-id"]);
+    }
+
+    #[test]
+    fn forwarded_for_is_appended_and_host_is_recorded() {
+        let mut map = headers(&[
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-proto", "https"),
+            ("host", "example.org"),
+        ]);
+        let uri: Uri = "/a".parse().unwrap();
+        set_forwarded_headers(&mut map, &uri, Some([192, 0, 2, 7].into()), false);
+        assert_eq!(map["x-forwarded-for"], "10.0.0.1, 192.0.2.7");
+        assert_eq!(
+            map["x-forwarded-proto"], "http",
+            "untrusted peers cannot claim https"
+        );
+        assert_eq!(map["x-forwarded-host"], "example.org");
+
+        let mut map = headers(&[("x-forwarded-proto", "https")]);
+        let uri: Uri = "https://h2.example/a".parse().unwrap();
+        set_forwarded_headers(&mut map, &uri, Some([192, 0, 2, 7].into()), true);
+        assert_eq!(map["x-forwarded-proto"], "https");
+        assert_eq!(map["x-forwarded-host"], "h2.example");
+    }
+
+    #[test]
+    fn only_bearer_tokens_are_checked() {
+        let token = |value| bearer_token(&headers(&[("authorization", value)])).map(<[u8]>::to_vec);
+        assert_eq!(token("Bearer abc"), Some(b"abc".to_vec()));
+        assert_eq!(token("bearer  abc "), Some(b"abc".to_vec()));
+        assert_eq!(token("Bearer"), Some(Vec::new()));
+        assert_eq!(token("Basic YTpi"), None);
+        assert!(bearer_token(&HeaderMap::new()).is_none());
+    }
+
+    #[test]
+    fn content_length_is_checked_against_the_limit() {
+        assert!(check_content_length(&headers(&[("content-length", "10")]), 10).is_ok());
+        assert!(matches!(
+            check_content_length(&headers(&[("content-length", "11")]), 10),
+            Err(GatewayError::BodyTooLarge { .. })
+        ));
+        assert!(matches!(
+            check_content_length(&headers(&[("content-length", "x")]), 10),
+            Err(GatewayError::BadContentLength)
+        ));
+        assert!(check_content_length(&HeaderMap::new(), 0).is_ok());
+    }
+}

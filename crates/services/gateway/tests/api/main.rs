@@ -1,0 +1,12 @@
+//! The gateway's integration suite: a real gateway in front of real upstream
+//! servers on loopback, driven over HTTP (see `support`).
+
+mod admin;
+mod auth;
+mod failures;
+mod headers;
+mod limits;
+mod request_id;
+mod routing;
+mod streaming;
+mod support;

@@ -1,0 +1,117 @@
+//! Building and running the reviews service.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::FromRef;
+use jsonwebtoken::jwk::JwkSet;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use zocalo_http::auth::{KeySource, TokenVerifier};
+use zocalo_store::DatabaseSettings;
+
+use crate::store::{self, ReviewsStore};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub database_url: String,
+    pub database_read_url: Option<String>,
+    pub database_max_connections: usize,
+    /// The auth service's JWKS, e.g. `http://auth:8080/.well-known/jwks.json`.
+    pub jwks_url: String,
+    pub issuer: String,
+    pub audience: String,
+    /// `Cache-Control: max-age` of public reads, in seconds.
+    pub cache_max_age_secs: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            database_url: "sqlite://data/reviews.db".into(),
+            database_read_url: None,
+            database_max_connections: 16,
+            jwks_url: "http://127.0.0.1:8080/.well-known/jwks.json".into(),
+            issuer: "http://127.0.0.1:8080".into(),
+            audience: "zocalo-api".into(),
+            cache_max_age_secs: 30,
+        }
+    }
+}
+
+impl Settings {
+    pub fn database(&self) -> DatabaseSettings {
+        DatabaseSettings {
+            url: self.database_url.clone(),
+            read_url: self.database_read_url.clone(),
+            max_connections: self.database_max_connections,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn ReviewsStore>,
+    pub verifier: Arc<TokenVerifier>,
+}
+
+impl FromRef<AppState> for Arc<TokenVerifier> {
+    fn from_ref(state: &AppState) -> Self {
+        state.verifier.clone()
+    }
+}
+
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let verifier = TokenVerifier::new(
+            KeySource::Url(settings.jwks_url.clone()),
+            &settings.issuer,
+            &settings.audience,
+        );
+        Self::build_with_verifier(settings, verifier).await
+    }
+
+    /// Build with fixed verification keys (tests mint their own tokens).
+    pub async fn build_with_keys(settings: Settings, keys: JwkSet) -> anyhow::Result<Self> {
+        let verifier = TokenVerifier::new(
+            KeySource::Static(keys),
+            &settings.issuer,
+            &settings.audience,
+        );
+        Self::build_with_verifier(settings, verifier).await
+    }
+
+    async fn build_with_verifier(
+        settings: Settings,
+        verifier: Arc<TokenVerifier>,
+    ) -> anyhow::Result<Self> {
+        let store = store::open(&settings.database()).await?;
+        let listener = zocalo_http::server::bind(settings.listen).await?;
+        let state = AppState { store, verifier };
+        Ok(Self {
+            listener,
+            router: crate::routes::router(state, settings.cache_max_age_secs),
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or_default()
+    }
+
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        zocalo_http::server::serve(self.listener, self.router, shutdown).await
+    }
+}

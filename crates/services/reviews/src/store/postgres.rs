@@ -1,0 +1,308 @@
+use async_trait::async_trait;
+use tokio_postgres::Row;
+use uuid::Uuid;
+use zocalo_store::{DatabaseSettings, PgPools, StoreError};
+
+use super::ReviewsStore;
+use crate::domain::{
+    Camera, ContentQuery, EquipmentQuery, Lens, NewReview, Review, ReviewChanges, ReviewStats,
+};
+
+mod migrations {
+    refinery::embed_migrations!("migrations/postgres");
+}
+
+pub struct PostgresStore {
+    pools: PgPools,
+}
+
+impl PostgresStore {
+    pub async fn connect(settings: &DatabaseSettings) -> Result<Self, StoreError> {
+        Ok(Self {
+            pools: PgPools::connect(settings, migrations::migrations::runner()).await?,
+        })
+    }
+
+    /// Reads that must see the caller's own write go to the primary.
+    async fn load_review_primary(&self, id: Uuid) -> Result<Option<Review>, StoreError> {
+        let client = self.pools.writer().await?;
+        let sql = format!("{REVIEW_SELECT} WHERE r.id = $1");
+        Ok(client
+            .query_opt(&sql, &[&id])
+            .await?
+            .as_ref()
+            .map(review_from_row))
+    }
+}
+
+const CAMERA_COLUMNS: &str = "id, brand, model, sensor, megapixels, released, created_at";
+const LENS_COLUMNS: &str =
+    "id, brand, model, mount, focal_min_mm, focal_max_mm, max_aperture, created_at";
+const REVIEW_SELECT: &str = "SELECT r.id, r.title, r.content, r.rating, r.camera_id, r.lens_id, \
+     COALESCE(c.brand, l.brand), COALESCE(c.model, l.model), r.editor_id, r.editor_name, r.created_at, r.updated_at \
+     FROM reviews r LEFT JOIN cameras c ON c.id = r.camera_id LEFT JOIN lenses l ON l.id = r.lens_id";
+
+fn camera_from_row(row: &Row) -> Camera {
+    Camera {
+        id: row.get(0),
+        brand: row.get(1),
+        model: row.get(2),
+        sensor: row.get(3),
+        megapixels: row.get(4),
+        released: row.get(5),
+        created_at: row.get(6),
+    }
+}
+
+fn lens_from_row(row: &Row) -> Lens {
+    Lens {
+        id: row.get(0),
+        brand: row.get(1),
+        model: row.get(2),
+        mount: row.get(3),
+        focal_min_mm: row.get(4),
+        focal_max_mm: row.get(5),
+        max_aperture: row.get(6),
+        created_at: row.get(7),
+    }
+}
+
+fn review_from_row(row: &Row) -> Review {
+    Review {
+        id: row.get(0),
+        title: row.get(1),
+        content: row.get(2),
+        rating: row.get(3),
+        camera_id: row.get(4),
+        lens_id: row.get(5),
+        target_brand: row.get(6),
+        target_model: row.get(7),
+        editor_id: row.get(8),
+        editor_name: row.get(9),
+        created_at: row.get(10),
+        updated_at: row.get(11),
+    }
+}
+
+fn stats_from_row(row: &Row, offset: usize) -> ReviewStats {
+    ReviewStats {
+        review_count: row.get(offset),
+        average_rating: row.get(offset + 1),
+    }
+}
+
+#[async_trait]
+impl ReviewsStore for PostgresStore {
+    async fn create_camera(&self, camera: Camera) -> Result<Camera, StoreError> {
+        let client = self.pools.writer().await?;
+        client
+            .execute(
+                &format!(
+                    "INSERT INTO cameras ({CAMERA_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                ),
+                &[
+                    &camera.id,
+                    &camera.brand,
+                    &camera.model,
+                    &camera.sensor,
+                    &camera.megapixels,
+                    &camera.released,
+                    &camera.created_at,
+                ],
+            )
+            .await?;
+        Ok(camera)
+    }
+
+    async fn camera(&self, id: Uuid) -> Result<Option<Camera>, StoreError> {
+        let client = self.pools.reader().await?;
+        let sql = format!("SELECT {CAMERA_COLUMNS} FROM cameras WHERE id = $1");
+        Ok(client
+            .query_opt(&sql, &[&id])
+            .await?
+            .as_ref()
+            .map(camera_from_row))
+    }
+
+    async fn cameras(&self, query: EquipmentQuery) -> Result<Vec<Camera>, StoreError> {
+        let client = self.pools.reader().await?;
+        let sql = format!(
+            "SELECT {CAMERA_COLUMNS} FROM cameras WHERE ($1::uuid IS NULL OR id > $1) \
+             AND ($2::text IS NULL OR lower(brand) = lower($2)) ORDER BY id LIMIT $3"
+        );
+        let rows = client
+            .query(&sql, &[&query.after, &query.brand, &i64::from(query.limit)])
+            .await?;
+        Ok(rows.iter().map(camera_from_row).collect())
+    }
+
+    async fn create_lens(&self, lens: Lens) -> Result<Lens, StoreError> {
+        let client = self.pools.writer().await?;
+        client
+            .execute(
+                &format!(
+                    "INSERT INTO lenses ({LENS_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                ),
+                &[
+                    &lens.id,
+                    &lens.brand,
+                    &lens.model,
+                    &lens.mount,
+                    &lens.focal_min_mm,
+                    &lens.focal_max_mm,
+                    &lens.max_aperture,
+                    &lens.created_at,
+                ],
+            )
+            .await?;
+        Ok(lens)
+    }
+
+    async fn lens(&self, id: Uuid) -> Result<Option<Lens>, StoreError> {
+        let client = self.pools.reader().await?;
+        let sql = format!("SELECT {LENS_COLUMNS} FROM lenses WHERE id = $1");
+        Ok(client
+            .query_opt(&sql, &[&id])
+            .await?
+            .as_ref()
+            .map(lens_from_row))
+    }
+
+    async fn lenses(&self, query: EquipmentQuery) -> Result<Vec<Lens>, StoreError> {
+        let client = self.pools.reader().await?;
+        let sql = format!(
+            "SELECT {LENS_COLUMNS} FROM lenses WHERE ($1::uuid IS NULL OR id > $1) \
+             AND ($2::text IS NULL OR lower(brand) = lower($2)) ORDER BY id LIMIT $3"
+        );
+        let rows = client
+            .query(&sql, &[&query.after, &query.brand, &i64::from(query.limit)])
+            .await?;
+        Ok(rows.iter().map(lens_from_row).collect())
+    }
+
+    async fn create_review(&self, review: NewReview) -> Result<Review, StoreError> {
+        let client = self.pools.writer().await?;
+        client
+            .execute(
+                "INSERT INTO reviews (id, title, content, rating, camera_id, lens_id, editor_id, editor_name, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+                &[
+                    &review.id, &review.title, &review.content, &review.rating,
+                    &review.target.camera_id(), &review.target.lens_id(),
+                    &review.editor_id, &review.editor_name, &review.created_at,
+                ],
+            )
+            .await?;
+        drop(client);
+        self.load_review_primary(review.id)
+            .await?
+            .ok_or(StoreError::NotFound)
+    }
+
+    async fn review(&self, id: Uuid) -> Result<Option<Review>, StoreError> {
+        let client = self.pools.reader().await?;
+        let sql = format!("{REVIEW_SELECT} WHERE r.id = $1");
+        Ok(client
+            .query_opt(&sql, &[&id])
+            .await?
+            .as_ref()
+            .map(review_from_row))
+    }
+
+    async fn update_review(
+        &self,
+        id: Uuid,
+        changes: ReviewChanges,
+    ) -> Result<Option<Review>, StoreError> {
+        let client = self.pools.writer().await?;
+        let updated = client
+            .execute(
+                "UPDATE reviews SET title = COALESCE($2, title), content = COALESCE($3, content), \
+                 rating = COALESCE($4, rating), updated_at = $5 WHERE id = $1",
+                &[
+                    &id,
+                    &changes.title,
+                    &changes.content,
+                    &changes.rating,
+                    &changes.updated_at,
+                ],
+            )
+            .await?;
+        drop(client);
+        if updated == 0 {
+            return Ok(None);
+        }
+        self.load_review_primary(id).await
+    }
+
+    async fn delete_review(&self, id: Uuid) -> Result<bool, StoreError> {
+        let client = self.pools.writer().await?;
+        Ok(client
+            .execute("DELETE FROM reviews WHERE id = $1", &[&id])
+            .await?
+            > 0)
+    }
+
+    async fn reviews(&self, query: ContentQuery) -> Result<Vec<Review>, StoreError> {
+        let client = self.pools.reader().await?;
+        let sql = format!(
+            "{REVIEW_SELECT} WHERE ($1::uuid IS NULL OR r.id < $1) \
+             AND ($2::uuid IS NULL OR r.camera_id = $2) \
+             AND ($3::uuid IS NULL OR r.lens_id = $3) \
+             AND ($4::uuid IS NULL OR r.editor_id = $4) \
+             AND ($5::text IS NULL OR lower(COALESCE(c.brand, l.brand)) = lower($5)) \
+             AND ($6::text IS NULL OR r.search @@ websearch_to_tsquery('english', $6)) \
+             ORDER BY r.id DESC LIMIT $7"
+        );
+        let statement = client.prepare_cached(&sql).await?;
+        let rows = client
+            .query(
+                &statement,
+                &[
+                    &query.before,
+                    &query.camera_id,
+                    &query.lens_id,
+                    &query.editor_id,
+                    &query.brand,
+                    &query.text,
+                    &i64::from(query.limit),
+                ],
+            )
+            .await?;
+        Ok(rows.iter().map(review_from_row).collect())
+    }
+
+    async fn camera_stats(&self, ids: &[Uuid]) -> Result<Vec<(Camera, ReviewStats)>, StoreError> {
+        let client = self.pools.reader().await?;
+        let sql = format!(
+            "SELECT {CAMERA_COLUMNS}, \
+             (SELECT COUNT(*) FROM reviews r WHERE r.camera_id = c.id), \
+             (SELECT AVG(rating)::float8 FROM reviews r WHERE r.camera_id = c.id) \
+             FROM cameras c WHERE id = ANY($1) ORDER BY array_position($1, id)"
+        );
+        let rows = client.query(&sql, &[&ids]).await?;
+        Ok(rows
+            .iter()
+            .map(|row| (camera_from_row(row), stats_from_row(row, 7)))
+            .collect())
+    }
+
+    async fn lens_stats(&self, ids: &[Uuid]) -> Result<Vec<(Lens, ReviewStats)>, StoreError> {
+        let client = self.pools.reader().await?;
+        let sql = format!(
+            "SELECT {LENS_COLUMNS}, \
+             (SELECT COUNT(*) FROM reviews r WHERE r.lens_id = l.id), \
+             (SELECT AVG(rating)::float8 FROM reviews r WHERE r.lens_id = l.id) \
+             FROM lenses l WHERE id = ANY($1) ORDER BY array_position($1, id)"
+        );
+        let rows = client.query(&sql, &[&ids]).await?;
+        Ok(rows
+            .iter()
+            .map(|row| (lens_from_row(row), stats_from_row(row, 8)))
+            .collect())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.pools.ping().await
+    }
+}

@@ -1,0 +1,94 @@
+//! The settings of the whole binary: one section per service plus what they
+//! share. Loaded from defaults, then the `--config` file, then `ZOCALO_…`
+//! environment variables (`ZOCALO_REVIEWS__DATABASE_URL`).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use zocalo_config::{ConfigError, Secret};
+use zocalo_telemetry::LogSettings;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// Where embedded-mode SQLite files live.
+    pub data_dir: PathBuf,
+    /// The URL clients use to reach the gateway; it is also the token
+    /// issuer. Defaults to `http://127.0.0.1:<gateway port>`.
+    pub public_url: Option<String>,
+    /// Creates this admin account at start if the email is free.
+    pub admin_email: Option<String>,
+    pub admin_password: Option<Secret>,
+    pub log: LogSettings,
+    pub gateway: zocalo_gateway::Settings,
+    pub auth: zocalo_auth::Settings,
+    pub reviews: zocalo_reviews::Settings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("data"),
+            public_url: None,
+            admin_email: None,
+            admin_password: None,
+            log: LogSettings::default(),
+            gateway: zocalo_gateway::Settings::default(),
+            auth: zocalo_auth::Settings::default(),
+            reviews: zocalo_reviews::Settings::default(),
+        }
+    }
+}
+
+pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+    let settings: Settings = zocalo_config::load(file)?;
+    if settings.admin_email.is_some() != settings.admin_password.is_some() {
+        return Err(ConfigError::new(
+            "key `admin_email`: ZOCALO_ADMIN_EMAIL and ZOCALO_ADMIN_PASSWORD go together",
+        ));
+    }
+    Ok(settings)
+}
+
+impl Settings {
+    pub fn apply_up_flags(&mut self, port: Option<u16>, data_dir: Option<PathBuf>) {
+        if let Some(port) = port {
+            self.gateway.listen.set_port(port);
+        }
+        if let Some(dir) = data_dir {
+            self.data_dir = dir;
+        }
+    }
+
+    /// Services left on their default SQLite file keep it under `data_dir`.
+    pub fn use_data_dir(&mut self) {
+        let sqlite = |name: &str| format!("sqlite://{}", self.data_dir.join(name).display());
+        if self.auth.database_url == zocalo_auth::Settings::default().database_url {
+            self.auth.database_url = sqlite("auth.db");
+        }
+        if self.reviews.database_url == zocalo_reviews::Settings::default().database_url {
+            self.reviews.database_url = sqlite("reviews.db");
+        }
+    }
+
+    /// One issuer for every service: the public URL of the gateway.
+    pub fn share_issuer(&mut self, gateway_port: u16) {
+        let public = self
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://127.0.0.1:{gateway_port}"));
+        self.auth.issuer = public.clone();
+        self.auth.public_url = public.clone();
+        self.reviews.issuer = public.clone();
+        self.gateway.issuer = public;
+        self.reviews.audience = self.auth.audience.clone();
+        self.gateway.audience = self.auth.audience.clone();
+    }
+
+    pub fn admin(&self) -> Option<zocalo_auth::AdminBootstrap> {
+        Some(zocalo_auth::AdminBootstrap {
+            email: self.admin_email.clone()?,
+            password: self.admin_password.as_ref()?.expose().to_owned(),
+        })
+    }
+}

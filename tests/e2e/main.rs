@@ -1,0 +1,300 @@
+//! Whole-stack tests: run the real `zocalo` binary as a user would and talk
+//! to it only through the gateway.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const ADMIN_EMAIL: &str = "root@example.com";
+const ADMIN_PASSWORD: &str = "root-password-1";
+
+/// A running `zocalo up`; killed if the test fails before stopping it.
+struct Stack {
+    child: Child,
+    base: String,
+    http: reqwest::Client,
+    _data: tempfile_dir::Dir,
+}
+
+mod tempfile_dir {
+    /// A scratch directory removed on drop.
+    pub struct Dir(pub std::path::PathBuf);
+
+    impl Dir {
+        pub fn new() -> Self {
+            let path = std::env::temp_dir().join(format!("zocalo-e2e-{}", uuid::Uuid::new_v4()));
+            std::fs::create_dir_all(&path).unwrap();
+            Self(path)
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn zocalo() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_zocalo"));
+    command
+        .env_remove("ZOCALO_CONFIG")
+        .env("ZOCALO_LOG__FORMAT", "json")
+        .env("ZOCALO_LOG__FILTER", "warn");
+    command
+}
+
+impl Stack {
+    fn start() -> Self {
+        let data = tempfile_dir::Dir::new();
+        let port = free_port();
+        let mut child = zocalo()
+            .args(["up", "--port", &port.to_string(), "--data-dir"])
+            .arg(&data.0)
+            .env("ZOCALO_ADMIN_EMAIL", ADMIN_EMAIL)
+            .env("ZOCALO_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn zocalo up");
+        let stdout = child.stdout.take().unwrap();
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = sender.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let base = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = receiver
+                .recv_timeout(left)
+                .expect("zocalo up printed where it listens");
+            if let Some(url) = line.strip_prefix("gateway listening on ") {
+                break url.to_owned();
+            }
+        };
+        assert_eq!(base, format!("http://127.0.0.1:{port}"));
+        Self {
+            child,
+            base,
+            http: reqwest::Client::new(),
+            _data: data,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn token(&self, form: &[(&str, &str)]) -> reqwest::Response {
+        self.http
+            .post(self.url("/auth/token"))
+            .form(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn login(&self, email: &str, password: &str) -> Value {
+        let response = self
+            .token(&[
+                ("grant_type", "password"),
+                ("username", email),
+                ("password", password),
+            ])
+            .await;
+        assert_eq!(response.status(), 200, "login of {email}");
+        response.json().await.unwrap()
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    fn stop(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "zocalo did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn access(tokens: &Value) -> &str {
+    tokens["access_token"].as_str().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_finds_what_an_editor_published() {
+    let stack = Stack::start();
+    let http = &stack.http;
+
+    // An editor registers; the bootstrap admin grants the role.
+    let registered = http
+        .post(stack.url("/auth/register"))
+        .json(&json!({"email": "eve@example.com", "password": "eve-password-1", "name": "Eve"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 201);
+    assert!(registered.headers().contains_key("x-request-id"));
+    let eve: Value = registered.json().await.unwrap();
+    let admin = stack.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let granted = http
+        .put(stack.url(&format!(
+            "/auth/users/{}/roles/editor",
+            eve["id"].as_str().unwrap()
+        )))
+        .bearer_auth(access(&admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(granted.status(), 200);
+
+    // Without the role a write is refused; with it, it goes through.
+    let session = stack.login("eve@example.com", "eve-password-1").await;
+    let camera = http
+        .post(stack.url("/api/cameras"))
+        .bearer_auth(access(&session))
+        .json(&json!({"brand": "Hasselblad", "model": "X2D", "sensor": "medium format", "megapixels": 100.0, "released": 2022}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(camera.status(), 201);
+    let camera: Value = camera.json().await.unwrap();
+    let review = http
+        .post(stack.url("/api/reviews"))
+        .bearer_auth(access(&session))
+        .json(&json!({"title": "A hundred megapixels", "content": "Colour science that justifies the weight.", "rating": 5, "camera_id": camera["id"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(review.status(), 201);
+    let review: Value = review.json().await.unwrap();
+
+    // A reader with no account reads, searches and compares.
+    let read: Value = http
+        .get(stack.url(&format!("/api/content/{}", review["id"].as_str().unwrap())))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(read["editor_name"], "Eve");
+    let found: Value = http
+        .get(stack.url("/api/content?q=colour%20weight"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(found["items"][0]["id"], review["id"]);
+
+    // A forged token never reaches the service.
+    let forged = http
+        .post(stack.url("/api/reviews"))
+        .bearer_auth("eyJhbGciOiJFZERTQSIsImtpZCI6Ingif.e30.AAAA")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 401);
+
+    // Refresh rotates; replaying the old refresh token revokes the family.
+    let old_refresh = session["refresh_token"].as_str().unwrap();
+    let rotated = stack
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", old_refresh),
+        ])
+        .await;
+    assert_eq!(rotated.status(), 200);
+    let rotated: Value = rotated.json().await.unwrap();
+    let replay = stack
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", old_refresh),
+        ])
+        .await;
+    assert_eq!(replay.status(), 400);
+    let after_replay = stack
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", rotated["refresh_token"].as_str().unwrap()),
+        ])
+        .await;
+    assert_eq!(after_replay.status(), 400, "the whole family is revoked");
+
+    // Logout ends the other sessions too.
+    let fresh = stack.login("eve@example.com", "eve-password-1").await;
+    let logout = http
+        .post(stack.url("/auth/logout"))
+        .bearer_auth(access(&fresh))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), 204);
+    let after_logout = stack
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", fresh["refresh_token"].as_str().unwrap()),
+        ])
+        .await;
+    assert_eq!(after_logout.status(), 400);
+
+    let status = stack.stop();
+    assert!(status.success(), "clean exit on SIGTERM: {status:?}");
+}
+
+#[test]
+fn invalid_configuration_exits_64_naming_the_key() {
+    let output = zocalo()
+        .args(["up", "--port", "0"])
+        .env("ZOCALO_GATEWAY__LISTEN", "not-an-address")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("gateway.listen"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one clear line: {stderr}");
+}
+
+#[test]
+fn migrate_applies_migrations_and_exits() {
+    let data = tempfile_dir::Dir::new();
+    let output = zocalo()
+        .arg("migrate")
+        .env("ZOCALO_DATA_DIR", &data.0)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(data.0.join("auth.db").exists());
+    assert!(data.0.join("reviews.db").exists());
+}
