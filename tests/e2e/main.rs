@@ -69,6 +69,7 @@ impl Stack {
             .args(["up", "--port", &port.to_string(), "--data-dir"])
             .arg(&data.0)
             .env("ZOCALO_ADMIN_EMAIL", ADMIN_EMAIL)
+            .env("ZOCALO_ORDERS__SHIPPING_STEP_MS", "100")
             .env("ZOCALO_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -269,6 +270,116 @@ async fn a_reader_finds_what_an_editor_published() {
     assert!(status.success(), "clean exit on SIGTERM: {status:?}");
 }
 
+async fn register_and_login(stack: &Stack, email: &str) -> Value {
+    let registered = stack
+        .http
+        .post(stack.url("/auth/register"))
+        .json(&json!({"email": email, "password": "a-good-password", "name": email}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 201);
+    stack.login(email, "a-good-password").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_buyer_receives_a_book_a_seller_listed() {
+    let stack = Stack::start();
+    let http = &stack.http;
+    let seller = register_and_login(&stack, "sol@example.com").await;
+    let buyer = register_and_login(&stack, "bruno@example.com").await;
+
+    let listed = http
+        .post(stack.url("/api/books"))
+        .bearer_auth(access(&seller))
+        .json(&json!({
+            "title": "Rayuela", "author": "Julio Cortázar", "isbn": "978-0-394-75284-6",
+            "description": "First English edition, some wear.", "condition": "good",
+            "price": {"amount": "18.50", "currency": "USD"}, "stock": 2
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 201);
+    let book: Value = listed.json().await.unwrap();
+
+    let found: Value = http
+        .get(stack.url("/api/books?q=rayuela"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(found["items"][0]["id"], book["id"]);
+
+    let placed = http
+        .post(stack.url("/api/orders"))
+        .bearer_auth(access(&buyer))
+        .header("idempotency-key", "first-purchase")
+        .json(&json!({
+            "items": [{"book_id": book["id"], "quantity": 1}],
+            "shipping_address": "Corrientes 1234, Buenos Aires",
+            "provider": "dhl",
+            "card": "4242 4242 4242 4242"
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(placed.status(), 202);
+    let order: Value = placed.json().await.unwrap();
+    let order_url = stack.url(&format!("/api/orders/{}", order["id"].as_str().unwrap()));
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let delivered = loop {
+        let current: Value = http
+            .get(&order_url)
+            .bearer_auth(access(&buyer))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if current["status"] == "delivered" {
+            break current;
+        }
+        assert_ne!(current["status"], "failed", "{current}");
+        assert!(Instant::now() < deadline, "order stuck: {current}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(delivered["total_cents"], 1850);
+    assert_eq!(delivered["shipment"]["provider"], "dhl");
+
+    let after: Value = http
+        .get(stack.url(&format!("/api/books/{}", book["id"].as_str().unwrap())))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(after["stock"], 1);
+    let others = http
+        .get(&order_url)
+        .bearer_auth(access(&seller))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(others.status(), 404, "other people's orders are not found");
+    let sales: Value = http
+        .get(stack.url("/api/sales"))
+        .bearer_auth(access(&seller))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(sales[0]["title"], "Rayuela");
+    assert!(stack.stop().success());
+}
+
 #[test]
 fn invalid_configuration_exits_64_naming_the_key() {
     let output = zocalo()
@@ -297,4 +408,6 @@ fn migrate_applies_migrations_and_exits() {
     );
     assert!(data.0.join("auth.db").exists());
     assert!(data.0.join("reviews.db").exists());
+    assert!(data.0.join("catalog.db").exists());
+    assert!(data.0.join("orders.db").exists());
 }

@@ -45,6 +45,8 @@ enum Command {
     },
     /// Run one service.
     Serve { service: Service },
+    /// Run only the job consumers of one service (e.g. `worker orders`).
+    Worker { service: Service },
     /// Apply migrations of one service, or of all, and exit.
     Migrate { service: Option<Service> },
 }
@@ -54,6 +56,8 @@ pub enum Service {
     Gateway,
     Auth,
     Reviews,
+    Catalog,
+    Orders,
 }
 
 fn main() -> ExitCode {
@@ -96,5 +100,6 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Up { .. } => up::run(settings).await,
         Command::Serve { service } => up::serve(service, settings).await,
         Command::Migrate { service } => up::migrate(service, settings).await,
+        Command::Worker { service } => up::worker(service, settings).await,
     }
 }

@@ -23,6 +23,8 @@ pub struct Settings {
     pub gateway: zocalo_gateway::Settings,
     pub auth: zocalo_auth::Settings,
     pub reviews: zocalo_reviews::Settings,
+    pub catalog: zocalo_catalog::Settings,
+    pub orders: zocalo_orders::Settings,
 }
 
 impl Default for Settings {
@@ -36,6 +38,8 @@ impl Default for Settings {
             gateway: zocalo_gateway::Settings::default(),
             auth: zocalo_auth::Settings::default(),
             reviews: zocalo_reviews::Settings::default(),
+            catalog: zocalo_catalog::Settings::default(),
+            orders: zocalo_orders::Settings::default(),
         }
     }
 }
@@ -69,6 +73,16 @@ impl Settings {
         if self.reviews.database_url == zocalo_reviews::Settings::default().database_url {
             self.reviews.database_url = sqlite("reviews.db");
         }
+        if self.catalog.database_url == zocalo_catalog::Settings::default().database_url {
+            self.catalog.database_url = sqlite("catalog.db");
+        }
+        let orders_defaults = zocalo_orders::Settings::default();
+        if self.orders.database_url == orders_defaults.database_url {
+            self.orders.database_url = sqlite("orders.db");
+        }
+        if self.orders.bus_url == orders_defaults.bus_url {
+            self.orders.bus_url = sqlite("bus.db");
+        }
     }
 
     /// One issuer for every service: the public URL of the gateway.
@@ -80,9 +94,31 @@ impl Settings {
         self.auth.issuer = public.clone();
         self.auth.public_url = public.clone();
         self.reviews.issuer = public.clone();
+        self.catalog.issuer = public.clone();
+        self.orders.issuer = public.clone();
         self.gateway.issuer = public;
-        self.reviews.audience = self.auth.audience.clone();
-        self.gateway.audience = self.auth.audience.clone();
+        let audience = self.auth.audience.clone();
+        self.reviews.audience = audience.clone();
+        self.catalog.audience = audience.clone();
+        self.orders.audience = audience.clone();
+        self.gateway.audience = audience;
+    }
+
+    /// In `zocalo up` the orders service gets its client credentials from
+    /// the process itself: a fresh secret, declared to auth at start.
+    pub fn embedded_orders_client(&mut self) {
+        if !self.orders.client_secret.expose().is_empty() {
+            return;
+        }
+        let secret: [u8; 24] = rand::random();
+        let secret: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+        self.orders.client_secret = Secret::new(secret.clone());
+        self.auth.clients.push(zocalo_auth::ClientSeed {
+            client_id: self.orders.client_id.clone(),
+            client_secret: Secret::new(secret),
+            name: "orders (embedded)".into(),
+            roles: vec!["service".into()],
+        });
     }
 
     pub fn admin(&self) -> Option<zocalo_auth::AdminBootstrap> {

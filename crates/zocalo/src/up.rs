@@ -1,5 +1,5 @@
-//! Running services: all of them in one process (`up`), one (`serve`), or
-//! only their migrations (`migrate`).
+//! Running services: all of them in one process (`up`), one (`serve`), the
+//! job consumers of one (`worker`), or only their migrations (`migrate`).
 
 use anyhow::Context;
 use tokio::task::JoinSet;
@@ -8,85 +8,148 @@ use tokio_util::sync::CancellationToken;
 use crate::Service;
 use crate::settings::Settings;
 
-/// Start auth, then reviews (which verifies tokens with auth's keys), then
-/// the gateway in front of both; stop all on ctrl-c or SIGTERM.
+type Servers = JoinSet<std::io::Result<()>>;
+
+fn local(port: u16) -> String {
+    format!("http://127.0.0.1:{port}")
+}
+
+/// Start auth first (everyone verifies its tokens), then the applications,
+/// then the gateway in front of them; stop all on ctrl-c or SIGTERM.
 pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     let gateway_port = settings.gateway.listen.port();
     settings.share_issuer(gateway_port);
+    settings.embedded_orders_client();
+    let shutdown = CancellationToken::new();
+    let mut servers = Servers::new();
 
     let auth = zocalo_auth::Application::build(settings.auth.clone(), settings.admin())
         .await
         .context("starting auth")?;
-    let auth_url = format!("http://127.0.0.1:{}", auth.port());
-    if settings.reviews.jwks_url == zocalo_reviews::Settings::default().jwks_url {
-        settings.reviews.jwks_url = format!("{auth_url}/.well-known/jwks.json");
-    }
+    let auth_url = local(auth.port());
+    let jwks = format!("{auth_url}/.well-known/jwks.json");
+    servers.spawn(auth.run_until_stopped(shutdown.clone()));
+
+    settings.reviews.jwks_url = jwks.clone();
     let reviews = zocalo_reviews::Application::build(settings.reviews.clone())
         .await
         .context("starting reviews")?;
-    let reviews_url = format!("http://127.0.0.1:{}", reviews.port());
+    let reviews_url = local(reviews.port());
+    servers.spawn(reviews.run_until_stopped(shutdown.clone()));
 
-    settings
-        .gateway
-        .set_upstreams("auth", std::slice::from_ref(&auth_url));
-    settings
-        .gateway
-        .set_upstreams("reviews", std::slice::from_ref(&reviews_url));
+    settings.catalog.jwks_url = jwks.clone();
+    let catalog = zocalo_catalog::Application::build(settings.catalog.clone())
+        .await
+        .context("starting catalog")?;
+    let catalog_url = local(catalog.port());
+    servers.spawn(catalog.run_until_stopped(shutdown.clone()));
+
+    settings.orders.jwks_url = jwks;
+    settings.orders.catalog_url = catalog_url.clone();
+    settings.orders.token_url = format!("{auth_url}/auth/token");
+    let orders = zocalo_orders::Application::build(settings.orders.clone())
+        .await
+        .context("starting orders")?;
+    let orders_url = local(orders.port());
+    servers.spawn(orders.run_until_stopped(shutdown.clone()));
+    let worker = zocalo_orders::Worker::build(settings.orders.clone())
+        .await
+        .context("starting the orders worker")?;
+    let worker_shutdown = shutdown.clone();
+    servers.spawn(async move {
+        worker.run_until_stopped(worker_shutdown).await;
+        Ok(())
+    });
+
+    for (service, url) in [
+        ("auth", &auth_url),
+        ("reviews", &reviews_url),
+        ("catalog", &catalog_url),
+        ("orders", &orders_url),
+    ] {
+        settings
+            .gateway
+            .set_upstreams(service, std::slice::from_ref(url));
+        println!("{service} listening on {url}");
+    }
     let gateway = zocalo_gateway::Application::build(settings.gateway.clone())
         .await
         .context("starting the gateway")?;
-    let gateway_url = format!("http://127.0.0.1:{}", gateway.port());
-
-    println!("auth listening on {auth_url}");
-    println!("reviews listening on {reviews_url}");
+    let gateway_url = local(gateway.port());
+    servers.spawn(gateway.run_until_stopped(shutdown.clone()));
     println!("gateway listening on {gateway_url}");
-    tracing::info!(%gateway_url, %auth_url, %reviews_url, "zocalo up");
-
-    let shutdown = CancellationToken::new();
-    let mut tasks = JoinSet::new();
-    tasks.spawn(auth.run_until_stopped(shutdown.clone()));
-    tasks.spawn(reviews.run_until_stopped(shutdown.clone()));
-    tasks.spawn(gateway.run_until_stopped(shutdown.clone()));
-    wait(tasks, shutdown).await
+    tracing::info!(%gateway_url, "zocalo up");
+    wait(servers, shutdown).await
 }
 
 /// One service, for a container or a pod.
-pub async fn serve(service: Service, mut settings: Settings) -> anyhow::Result<()> {
+pub async fn serve(service: Service, settings: Settings) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
-    let mut tasks = JoinSet::new();
-    match service {
+    let mut servers = Servers::new();
+    let port = match service {
         Service::Gateway => {
             let app = zocalo_gateway::Application::build(settings.gateway).await?;
-            println!("gateway listening on port {}", app.port());
-            tasks.spawn(app.run_until_stopped(shutdown.clone()));
+            let port = app.port();
+            servers.spawn(app.run_until_stopped(shutdown.clone()));
+            port
         }
         Service::Auth => {
             let admin = settings.admin();
             let app = zocalo_auth::Application::build(settings.auth, admin).await?;
-            println!("auth listening on port {}", app.port());
-            tasks.spawn(app.run_until_stopped(shutdown.clone()));
+            let port = app.port();
+            servers.spawn(app.run_until_stopped(shutdown.clone()));
+            port
         }
         Service::Reviews => {
-            settings.reviews.audience = settings.auth.audience.clone();
             let app = zocalo_reviews::Application::build(settings.reviews).await?;
-            println!("reviews listening on port {}", app.port());
-            tasks.spawn(app.run_until_stopped(shutdown.clone()));
+            let port = app.port();
+            servers.spawn(app.run_until_stopped(shutdown.clone()));
+            port
         }
+        Service::Catalog => {
+            let app = zocalo_catalog::Application::build(settings.catalog).await?;
+            let port = app.port();
+            servers.spawn(app.run_until_stopped(shutdown.clone()));
+            port
+        }
+        Service::Orders => {
+            let app = zocalo_orders::Application::build(settings.orders).await?;
+            let port = app.port();
+            servers.spawn(app.run_until_stopped(shutdown.clone()));
+            port
+        }
+    };
+    println!("{service:?} listening on port {port}");
+    wait(servers, shutdown).await
+}
+
+/// Only the job consumers of a service, scaled apart from its API.
+pub async fn worker(service: Service, settings: Settings) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    let mut servers = Servers::new();
+    match service {
+        Service::Orders => {
+            let worker = zocalo_orders::Worker::build(settings.orders).await?;
+            let stop = shutdown.clone();
+            servers.spawn(async move {
+                worker.run_until_stopped(stop).await;
+                Ok(())
+            });
+        }
+        other => anyhow::bail!("{other:?} has no job consumers"),
     }
-    wait(tasks, shutdown).await
+    println!("{service:?} worker running");
+    wait(servers, shutdown).await
 }
 
 /// Run until a signal (or a server failing), then drain every server.
-async fn wait(
-    mut tasks: JoinSet<std::io::Result<()>>,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+async fn wait(mut servers: Servers, shutdown: CancellationToken) -> anyhow::Result<()> {
     let mut first_error = None;
     tokio::select! {
         () = zocalo_http::server::shutdown_signal() => {
             tracing::info!("shutting down: draining in-flight requests");
         }
-        Some(ended) = tasks.join_next() => {
+        Some(ended) = servers.join_next() => {
             first_error = Some(match ended {
                 Ok(Ok(())) => anyhow::anyhow!("a server stopped unexpectedly"),
                 Ok(Err(error)) => anyhow::Error::from(error).context("a server failed"),
@@ -95,7 +158,7 @@ async fn wait(
         }
     }
     shutdown.cancel();
-    while let Some(ended) = tasks.join_next().await {
+    while let Some(ended) = servers.join_next().await {
         if let Ok(Err(error)) = ended {
             tracing::warn!(%error, "server ended with an error during shutdown");
         }
@@ -118,6 +181,18 @@ pub async fn migrate(service: Option<Service>, settings: Settings) -> anyhow::Re
             .await
             .context("migrating reviews")?;
         println!("reviews: migrations applied");
+    }
+    if wants(Service::Catalog) {
+        zocalo_catalog::store::open(&settings.catalog.database())
+            .await
+            .context("migrating catalog")?;
+        println!("catalog: migrations applied");
+    }
+    if wants(Service::Orders) {
+        zocalo_orders::store::open(&settings.orders.database())
+            .await
+            .context("migrating orders")?;
+        println!("orders: migrations applied");
     }
     if service == Some(Service::Gateway) {
         println!("gateway: has no database");

@@ -162,15 +162,37 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// An empty secret serialises as itself: defaults pass through
+/// serialisation on their way into the layered settings, and an unset secret
+/// must stay unset there, not become the placeholder.
 impl Serialize for Secret {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str("[redacted]")
+        if self.0.is_empty() {
+            serializer.serialize_str("")
+        } else {
+            serializer.serialize_str("[redacted]")
+        }
     }
 }
 
 #[cfg(test)]
 mod secret_tests {
     use super::*;
+
+    #[derive(Default, Serialize, serde::Deserialize)]
+    #[serde(default)]
+    struct WithSecret {
+        secret: Secret,
+    }
+
+    #[test]
+    fn an_unset_secret_stays_unset_through_loading() {
+        figment::Jail::expect_with(|_| {
+            let loaded: WithSecret = load(None).map_err(|e| e.to_string())?;
+            assert_eq!(loaded.secret.expose(), "");
+            Ok(())
+        });
+    }
 
     #[test]
     fn secrets_never_print() {

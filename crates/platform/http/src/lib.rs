@@ -22,3 +22,4 @@ pub mod ratelimit;
 pub mod server;
 
 pub use problem::{FieldError, Problem};
+pub mod service_auth;

@@ -19,7 +19,7 @@ pub struct SqlitePool {
 struct Inner {
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
-    reader_permits: Semaphore,
+    reader_permits: Arc<Semaphore>,
 }
 
 impl SqlitePool {
@@ -35,6 +35,11 @@ impl SqlitePool {
             })?;
         }
         let mut writer = connect(path)?;
+        // Writers take the lock when their transaction begins, waiting on
+        // busy_timeout; a deferred transaction that read first and then
+        // wants to write fails at once with SQLITE_BUSY when another
+        // connection (another instance on the same file) wrote in between.
+        writer.set_transaction_behavior(rusqlite::TransactionBehavior::Immediate);
         migrations
             .run(&mut writer)
             .map_err(|e| StoreError::Other(format!("migrations failed: {e}")))?;
@@ -46,7 +51,7 @@ impl SqlitePool {
             inner: Arc::new(Inner {
                 writer: Mutex::new(writer),
                 readers: Mutex::new(connections),
-                reader_permits: Semaphore::new(readers),
+                reader_permits: Arc::new(Semaphore::new(readers)),
             }),
         })
     }
@@ -71,14 +76,19 @@ impl SqlitePool {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let _permit = self
+        // The permit moves into the blocking task: if the caller is dropped
+        // (a client went away), the task still runs to the end and only then
+        // frees its reader, so a permit always matches a free connection.
+        let permit = self
             .inner
             .reader_permits
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|_| StoreError::Unavailable("pool closed".into()))?;
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let conn = inner
                 .readers
                 .lock()
@@ -115,4 +125,33 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
          PRAGMA busy_timeout = 5000;",
     )?;
     Ok(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_migrations() -> refinery::Runner {
+        refinery::Runner::new(&[])
+    }
+
+    /// Callers that give up mid-read (clients that disconnect) must not
+    /// leave the pool with more permits than free connections.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn abandoned_reads_do_not_break_the_pool() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = SqlitePool::open(&dir.path().join("t.db"), 2, no_migrations()).unwrap();
+        // Both readers are busy for 200 ms with reads nobody waits for.
+        for _ in 0..2 {
+            let slow = pool.read(|conn| {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?)
+            });
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(5), slow).await;
+        }
+        // New reads wait for a connection instead of finding none.
+        for _ in 0..4 {
+            pool.ping().await.unwrap();
+        }
+    }
 }

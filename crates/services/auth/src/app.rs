@@ -8,6 +8,7 @@ use axum::extract::FromRef;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use zocalo_config::Secret;
 use zocalo_http::auth::{KeySource, TokenVerifier};
 use zocalo_http::ratelimit::{KeyedLimiter, RateLimit};
 use zocalo_store::DatabaseSettings;
@@ -35,6 +36,18 @@ pub struct Settings {
     pub login_per_ip: RateLimit,
     /// Peers whose `X-Forwarded-For` we believe (loopback always is).
     pub trusted_proxies: Vec<IpAddr>,
+    /// Service clients created (or updated) at start, so services can use
+    /// the client_credentials grant without an admin registering them.
+    pub clients: Vec<ClientSeed>,
+}
+
+/// A service client declared in configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClientSeed {
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub name: String,
+    pub roles: Vec<String>,
 }
 
 impl Default for Settings {
@@ -58,6 +71,7 @@ impl Default for Settings {
                 burst: 50,
             },
             trusted_proxies: Vec::new(),
+            clients: Vec::new(),
         }
     }
 }
@@ -106,6 +120,9 @@ impl Application {
         let state = state(settings, store).await?;
         if let Some(admin) = admin {
             crate::routes::ensure_admin(&state, admin).await?;
+        }
+        for seed in &state.settings.clients {
+            crate::routes::seed_client(&state, seed).await?;
         }
         let listener = zocalo_http::server::bind(state.settings.listen).await?;
         Ok(Self {

@@ -13,4 +13,4 @@ mod passwords;
 mod routes;
 pub mod store;
 
-pub use app::{AdminBootstrap, Application, Settings};
+pub use app::{AdminBootstrap, Application, ClientSeed, Settings};

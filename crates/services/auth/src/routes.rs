@@ -158,6 +158,32 @@ pub async fn ensure_admin(state: &AppState, admin: AdminBootstrap) -> anyhow::Re
     }
 }
 
+/// Create or update a service client declared in configuration.
+pub async fn seed_client(state: &AppState, seed: &crate::app::ClientSeed) -> anyhow::Result<()> {
+    if seed.client_secret.expose().len() < 16 {
+        anyhow::bail!(
+            "client {}: client_secret must have at least 16 characters",
+            seed.client_id
+        );
+    }
+    if let Some(bad) = seed
+        .roles
+        .iter()
+        .find(|r| !roles::ALL.contains(&r.as_str()))
+    {
+        anyhow::bail!("client {}: unknown role `{bad}`", seed.client_id);
+    }
+    let client = OAuthClient {
+        client_id: seed.client_id.clone(),
+        secret_hash: secret_hash(seed.client_secret.expose()),
+        name: seed.name.clone(),
+        roles: seed.roles.clone(),
+        created_at: Utc::now(),
+    };
+    state.store.save_client(client).await?;
+    Ok(())
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct TokenRequest {
     grant_type: String,
@@ -566,7 +592,7 @@ async fn create_client(
         name: client.name.clone(),
         roles: client_roles,
     };
-    state.store.create_client(client).await?;
+    state.store.save_client(client).await?;
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 

@@ -99,6 +99,9 @@ fn default_routes() -> Vec<RouteSettings> {
         ("/api/cameras", "reviews"),
         ("/api/lenses", "reviews"),
         ("/api/compare", "reviews"),
+        ("/api/books", "catalog"),
+        ("/api/orders", "orders"),
+        ("/api/sales", "orders"),
     ]
     .into_iter()
     .map(|(prefix, service)| RouteSettings::new(prefix, service))
@@ -220,7 +223,7 @@ timeout_ms = 5000
     fn partial_config_keeps_defaults() {
         let settings: Settings = serde_json::from_str(r#"{"hsts": true}"#).unwrap();
         assert!(settings.hsts);
-        assert_eq!(settings.routes.len(), 7);
+        assert_eq!(settings.routes.len(), 10);
         assert_eq!(settings.max_header_bytes, 16 * 1024);
     }
 }

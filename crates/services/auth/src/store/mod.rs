@@ -57,7 +57,8 @@ pub trait AuthStore: Send + Sync + 'static {
     async fn revoke_family(&self, family: Uuid, now: DateTime<Utc>) -> Result<(), StoreError>;
     async fn revoke_subject(&self, subject: &str, now: DateTime<Utc>) -> Result<(), StoreError>;
 
-    async fn create_client(&self, client: OAuthClient) -> Result<(), StoreError>;
+    /// Insert a client, or replace the secret, name and roles of an existing one.
+    async fn save_client(&self, client: OAuthClient) -> Result<(), StoreError>;
     async fn client(&self, client_id: &str) -> Result<Option<OAuthClient>, StoreError>;
 
     async fn ping(&self) -> Result<(), StoreError>;

@@ -266,11 +266,12 @@ impl AuthStore for PostgresStore {
         Ok(())
     }
 
-    async fn create_client(&self, client_row: OAuthClient) -> Result<(), StoreError> {
+    async fn save_client(&self, client_row: OAuthClient) -> Result<(), StoreError> {
         let client = self.pools.writer().await?;
         client
             .execute(
-                "INSERT INTO oauth_clients (client_id, secret_hash, name, roles, created_at) VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO oauth_clients (client_id, secret_hash, name, roles, created_at) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (client_id) DO UPDATE SET secret_hash = excluded.secret_hash, name = excluded.name, roles = excluded.roles",
                 &[
                     &client_row.client_id,
                     &client_row.secret_hash,

@@ -287,11 +287,12 @@ impl AuthStore for SqliteStore {
             .await
     }
 
-    async fn create_client(&self, client: OAuthClient) -> Result<(), StoreError> {
+    async fn save_client(&self, client: OAuthClient) -> Result<(), StoreError> {
         self.pool
             .write(move |conn| {
                 conn.execute(
-                    "INSERT INTO oauth_clients (client_id, secret_hash, name, roles, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT INTO oauth_clients (client_id, secret_hash, name, roles, created_at) VALUES (?1, ?2, ?3, ?4, ?5) \
+                     ON CONFLICT (client_id) DO UPDATE SET secret_hash = excluded.secret_hash, name = excluded.name, roles = excluded.roles",
                     params![client.client_id, client.secret_hash, client.name, client.roles.join(","), client.created_at],
                 )?;
                 Ok(())

@@ -62,14 +62,14 @@ async fn a_route_with_one_dead_instance_still_serves_from_the_others() {
     let tokens = TestTokens::new();
     let alive = spawn_upstream("alive", &tokens).await;
     let mut settings = settings(&alive.url);
-    let mut route = RouteSettings::new("/api/books", "catalog");
+    let mut route = RouteSettings::new("/api/things", "catalog");
     route.upstreams = vec![alive.url.clone(), dead_url().await];
     settings.routes.push(route);
     let gateway = spawn_gateway(settings).await;
 
     let mut statuses = Vec::new();
     for _ in 0..4 {
-        let response = gateway.client.get("/api/books").send().await.unwrap();
+        let response = gateway.client.get("/api/things").send().await.unwrap();
         statuses.push(response.status().as_u16());
     }
     // No retries across instances (requests may not be idempotent): the

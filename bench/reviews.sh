@@ -1,0 +1,356 @@
+#!/usr/bin/env bash
+# Benchmark of GET /api/content (the public review listing, default page of
+# 20 reviews) on a stack started with `zocalo up` from the release binary.
+#
+# For each backend of the reviews service (SQLite, PostgreSQL):
+#   1. start `zocalo up` in a temp data dir on fixed loopback ports
+#      (gateway 18080, auth 18081, reviews 18082), gateway rate limit raised
+#      out of the way;
+#   2. register an editor, have the admin grant the role, create cameras and
+#      lenses, and load 10,000 reviews through the gateway with
+#      bench/load_reviews.py (POST latencies recorded);
+#   3. start nginx on 18090 as an alternative gateway to the same reviews
+#      service (bench/nginx.conf);
+#   4. wrk, 64 connections, GET /api/content: direct to reviews, through
+#      our gateway, through nginx, ROUNDS rounds in alternating order;
+#   5. oha at a fixed 1,000 req/s (latency-corrected) on the same three.
+# Raw outputs go to a temp dir (printed); a markdown summary is printed at the
+# end and saved there as summary.md.
+#
+# Only 127.0.0.1 is ever targeted. Knobs (environment):
+#   BENCH_BACKENDS="sqlite postgres"  BENCH_REVIEWS=10000  BENCH_DURATION=15
+#   BENCH_ROUNDS=2  BENCH_WARMUP=3  BENCH_RATE=1000  BENCH_RATE_SECONDS=20
+#   BENCH_PG="-h 127.0.0.1 -p 5432 -U postgres" (psql connection options)
+#   BENCH_SKIP_BUILD=1 (use the existing release binary)
+#   BENCH_INSTALL_OHA=0 (do not build oha when missing; no fixed-rate runs)
+set -euo pipefail
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(dirname "$BENCH_DIR")
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/zocalo/target}
+BIN="$CARGO_TARGET_DIR/release/zocalo"
+
+BACKENDS=${BENCH_BACKENDS:-"sqlite postgres"}
+REVIEWS=${BENCH_REVIEWS:-10000}
+DURATION=${BENCH_DURATION:-15}
+ROUNDS=${BENCH_ROUNDS:-2}
+WARMUP=${BENCH_WARMUP:-3}
+RATE=${BENCH_RATE:-1000}
+RATE_SECONDS=${BENCH_RATE_SECONDS:-20}
+CONNECTIONS=64
+WRK_THREADS=2
+LOADER_THREADS=16
+read -r -a PG <<<"${BENCH_PG:--h 127.0.0.1 -p 5432 -U postgres}"
+PG_HOSTPORT=127.0.0.1:5432
+
+GW_PORT=18080
+AUTH_PORT=18081
+REVIEWS_PORT=18082
+NGINX_PORT=18090
+GW=http://127.0.0.1:$GW_PORT
+DIRECT=http://127.0.0.1:$REVIEWS_PORT
+NGINX=http://127.0.0.1:$NGINX_PORT
+ROUTE=/api/content
+
+ADMIN_EMAIL=admin@example.com
+ADMIN_PASSWORD=bench-admin-password-1
+EDITOR_EMAIL=editor@example.com
+EDITOR_PASSWORD=bench-editor-password-1
+
+log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# No setting of the caller's may leak into the stack under test.
+while read -r var; do unset "$var"; done < <(compgen -e | grep '^ZOCALO_' || true)
+
+# --- 1. tools ---------------------------------------------------------------
+install_tools() {
+    local missing=()
+    command -v wrk >/dev/null || missing+=(wrk)
+    command -v jq >/dev/null || missing+=(jq)
+    command -v curl >/dev/null || missing+=(curl)
+    command -v nginx >/dev/null || missing+=(nginx-light)
+    command -v psql >/dev/null || missing+=(postgresql-client)
+    if ((${#missing[@]})); then
+        log "installing ${missing[*]}"
+        apt-get update -qq
+        apt-get install -y -qq "${missing[@]}" >/dev/null ||
+            apt-get install -y -qq "${missing[@]/nginx-light/nginx}" >/dev/null
+    fi
+    # Debian's nginx packages start a server on :80 when installed; we run
+    # our own instance and leave the system one alone.
+    command -v python3 >/dev/null || die "python3 is required"
+    # Fixed-rate latency: wrk cannot pace requests and wrk2 is not packaged
+    # in Debian; oha (crates.io) can, with coordinated-omission correction.
+    # It is built in its own target dir so that the workspace's release
+    # directory is not locked for the ~10 minutes the build takes.
+    if ! command -v oha >/dev/null && [[ ! -x $HOME/.cargo/bin/oha ]] &&
+        [[ ${BENCH_INSTALL_OHA:-1} == 1 ]]; then
+        log "installing oha (cargo install --locked, bounded to 20 min)"
+        CARGO_TARGET_DIR=$CARGO_TARGET_DIR/tools timeout 1200 \
+            cargo install oha --locked --quiet ||
+            log "warning: oha did not install; fixed-rate runs will be skipped"
+    fi
+    export PATH="$HOME/.cargo/bin:$PATH"
+}
+
+# --- helpers ------------------------------------------------------------------
+OUT=$(mktemp -d /tmp/zocalo-bench.XXXXXX)   # raw outputs, kept
+RUN=""                                      # per-backend runtime dir, removed
+ZOCALO_PID=""
+PG_DB=""
+NGINX_CONF=""
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+stop_nginx() {
+    if [[ -n $NGINX_CONF && -f $RUN/nginx/nginx.pid ]]; then
+        nginx -q -c "$NGINX_CONF" -p "$RUN/nginx" -e "$RUN/nginx/error.log" -s stop || true
+        for _ in $(seq 50); do [[ -f $RUN/nginx/nginx.pid ]] || break; sleep 0.1; done
+    fi
+    NGINX_CONF=""
+}
+
+stop_zocalo() {
+    if [[ -n $ZOCALO_PID ]] && kill -0 "$ZOCALO_PID" 2>/dev/null; then
+        kill -TERM "$ZOCALO_PID"
+        for _ in $(seq 100); do kill -0 "$ZOCALO_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -0 "$ZOCALO_PID" 2>/dev/null && { log "zocalo ignored SIGTERM; killing"; kill -KILL "$ZOCALO_PID"; }
+        wait "$ZOCALO_PID" 2>/dev/null || true
+    fi
+    ZOCALO_PID=""
+}
+
+drop_db() {
+    if [[ -n $PG_DB ]]; then
+        psql "${PG[@]}" -qAtX -d postgres -c "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" >/dev/null || true
+        PG_DB=""
+    fi
+}
+
+cleanup() {
+    stop_nginx
+    stop_zocalo
+    drop_db
+    [[ -n $RUN && -d $RUN ]] && rm -rf "$RUN"
+    RUN=""
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# CPU time (ms) used so far by a process, or by a list of them.
+cpu_ms() {
+    local total=0 pid ticks
+    ticks=$(getconf CLK_TCK)
+    for pid in "$@"; do
+        [[ -r /proc/$pid/stat ]] || continue
+        # Fields 14 and 15 (utime, stime), counted after the ")" of comm.
+        total=$((total + $(awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$pid/stat")))
+    done
+    echo $((total * 1000 / ticks))
+}
+nginx_pids() {
+    local master
+    [[ -f $RUN/nginx/nginx.pid ]] || return 0
+    master=$(cat "$RUN/nginx/nginx.pid")
+    echo "$master" $(pgrep -P "$master" || true)
+}
+
+wait_ready() {
+    local url=$1 name=$2
+    for _ in $(seq 300); do
+        curl -fsS -o /dev/null --max-time 2 "$url" 2>/dev/null && return 0
+        kill -0 "$ZOCALO_PID" 2>/dev/null || { cat "$OUT/$BACKEND/zocalo.log" >&2; die "zocalo exited"; }
+        sleep 0.2
+    done
+    die "$name not ready at $url after 60 s"
+}
+
+api() { # method path token [curl args...] -> body on stdout, fails on >= 400
+    local method=$1 path=$2 token=$3 auth=()
+    shift 3
+    [[ -n $token ]] && auth=(-H "authorization: Bearer $token")
+    curl -sS --fail-with-body --max-time 30 -X "$method" "$GW$path" "${auth[@]}" "$@"
+}
+
+login() {
+    api POST /auth/token "" --data-urlencode grant_type=password \
+        --data-urlencode "username=$1" --data-urlencode "password=$2" | jq -er .access_token
+}
+
+# wrk run: name url seconds; writes name.txt (wrk's report) and name.json.
+run_wrk() {
+    local name=$1 url=$2 secs=$3 dir=$OUT/$BACKEND
+    local z0 n0 z1 n1
+    z0=$(cpu_ms "$ZOCALO_PID"); n0=$(cpu_ms $(nginx_pids))
+    {
+        echo "# $(date -u +%FT%TZ) loadavg: $(cat /proc/loadavg)"
+        echo "# wrk -t$WRK_THREADS -c$CONNECTIONS -d${secs}s --latency --timeout 5s $url"
+        timeout $((secs + 60)) wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${secs}s" \
+            --latency --timeout 5s -s "$BENCH_DIR/wrk_report.lua" "$url"
+    } >"$dir/$name.txt" 2>&1
+    z1=$(cpu_ms "$ZOCALO_PID"); n1=$(cpu_ms $(nginx_pids))
+    grep '^WRK_JSON ' "$dir/$name.txt" | sed 's/^WRK_JSON //' |
+        jq --argjson z $((z1 - z0)) --argjson n $((n1 - n0)) \
+            '. + {zocalo_cpu_ms: $z, nginx_cpu_ms: $n}' >"$dir/$name.json"
+    log "$(jq -r --arg n "$name" '"\($n): \(.rps|floor) req/s, p50 \(.p50_us) µs, p99 \(.p99_us) µs, errors(status/conn/read/timeout) \(.non_2xx_3xx)/\(.connect_errors)/\(.read_errors)/\(.timeouts), cpu zocalo \(.zocalo_cpu_ms) ms nginx \(.nginx_cpu_ms) ms"' "$dir/$name.json")"
+}
+
+# Fixed-rate run with oha: name url.
+run_rate() {
+    local name=$1 url=$2 dir=$OUT/$BACKEND
+    command -v oha >/dev/null || return 0
+    echo "# $(date -u +%FT%TZ) loadavg: $(cat /proc/loadavg)" >"$dir/$name.log"
+    timeout $((RATE_SECONDS + 60)) oha --no-tui --output-format json -q "$RATE" \
+        -z "${RATE_SECONDS}s" -c "$CONNECTIONS" --latency-correction -t 5s \
+        "$url" >"$dir/$name.json" 2>>"$dir/$name.log"
+    log "$(jq -r --arg n "$name" '"\($n): \(.summary.requestsPerSec|floor) req/s, p50 \(.latencyPercentiles.p50*1e6|floor) µs, p99 \(.latencyPercentiles.p99*1e6|floor) µs, statuses \(.statusCodeDistribution|tostring), errors \(.errorDistribution|tostring)"' "$dir/$name.json")"
+}
+
+# --- one backend ----------------------------------------------------------------
+bench_backend() {
+    BACKEND=$1
+    mkdir -p "$OUT/$BACKEND"
+    RUN=$(mktemp -d /tmp/zocalo-bench-run.XXXXXX)
+    chmod 755 "$RUN"
+    mkdir -p "$RUN/data" "$RUN/nginx"
+    for port in $GW_PORT $AUTH_PORT $REVIEWS_PORT $NGINX_PORT; do
+        port_free "$port" || die "port $port is in use"
+    done
+
+    # figment cannot express `rate_limit = None` (the default is Some and TOML
+    # has no null), so the limit is raised far beyond what wrk can reach.
+    cat >"$RUN/zocalo.toml" <<EOF
+[gateway.rate_limit]
+per_second = 1000000000.0
+burst = 1000000000
+EOF
+    local env=(
+        ZOCALO_LOG__FILTER=warn
+        ZOCALO_AUTH__LISTEN=127.0.0.1:$AUTH_PORT
+        ZOCALO_REVIEWS__LISTEN=127.0.0.1:$REVIEWS_PORT
+        ZOCALO_ADMIN_EMAIL=$ADMIN_EMAIL
+        ZOCALO_ADMIN_PASSWORD=$ADMIN_PASSWORD
+    )
+    if [[ $BACKEND == postgres ]]; then
+        PG_DB=bench_reviews_$(date +%s)_$RANDOM
+        psql "${PG[@]}" -qAtX -d postgres -v ON_ERROR_STOP=1 -c "CREATE DATABASE $PG_DB" >/dev/null
+        env+=(ZOCALO_REVIEWS__DATABASE_URL=postgres://postgres@$PG_HOSTPORT/$PG_DB)
+        log "postgres: reviews in database $PG_DB (auth stays on SQLite)"
+    fi
+    log "$BACKEND: starting zocalo up"
+    env "${env[@]}" "$BIN_COPY/zocalo" --config "$RUN/zocalo.toml" up --port "$GW_PORT" \
+        --data-dir "$RUN/data" >"$OUT/$BACKEND/zocalo.log" 2>&1 &
+    ZOCALO_PID=$!
+    wait_ready "$GW/ready" gateway
+    wait_ready "$DIRECT/ready" reviews
+
+    # --- editor, equipment, reviews ---
+    local editor_id admin editor
+    editor_id=$(api POST /auth/register "" -H 'content-type: application/json' \
+        -d "{\"email\":\"$EDITOR_EMAIL\",\"password\":\"$EDITOR_PASSWORD\",\"name\":\"Bench Editor\"}" | jq -er .id)
+    admin=$(login "$ADMIN_EMAIL" "$ADMIN_PASSWORD")
+    api PUT "/auth/users/$editor_id/roles/editor" "$admin" >/dev/null
+    editor=$(login "$EDITOR_EMAIL" "$EDITOR_PASSWORD")
+    local targets=() body
+    while IFS= read -r body; do
+        targets+=(--camera "$(api POST /api/cameras "$editor" -H 'content-type: application/json' -d "$body" | jq -er .id)")
+    done <<'EOF'
+{"brand":"Fujifilm","model":"X-T5","sensor":"APS-C","megapixels":40.2,"released":2022}
+{"brand":"Sony","model":"A7 IV","sensor":"Full frame","megapixels":33.0,"released":2021}
+{"brand":"Canon","model":"EOS R6 Mark II","sensor":"Full frame","megapixels":24.2,"released":2022}
+{"brand":"Nikon","model":"Z6 III","sensor":"Full frame","megapixels":24.5,"released":2024}
+{"brand":"OM System","model":"OM-1","sensor":"Micro Four Thirds","megapixels":20.4,"released":2022}
+{"brand":"Ricoh","model":"GR IIIx","sensor":"APS-C","megapixels":24.2,"released":2021}
+EOF
+    while IFS= read -r body; do
+        targets+=(--lens "$(api POST /api/lenses "$editor" -H 'content-type: application/json' -d "$body" | jq -er .id)")
+    done <<'EOF'
+{"brand":"Sigma","model":"24-70mm F2.8 DG DN II Art","mount":"Sony E","focal_min_mm":24,"focal_max_mm":70,"max_aperture":2.8}
+{"brand":"Fujifilm","model":"XF 23mm F1.4 R LM WR","mount":"Fujifilm X","focal_min_mm":23,"focal_max_mm":23,"max_aperture":1.4}
+{"brand":"Nikon","model":"Z 50mm f/1.8 S","mount":"Nikon Z","focal_min_mm":50,"focal_max_mm":50,"max_aperture":1.8}
+EOF
+    log "$BACKEND: loading $REVIEWS reviews through the gateway ($LOADER_THREADS threads)"
+    python3 "$BENCH_DIR/load_reviews.py" --base "$GW" --token "$editor" "${targets[@]}" \
+        --count "$REVIEWS" --threads "$LOADER_THREADS" --json-out "$OUT/$BACKEND/post.json" \
+        2>&1 | tee "$OUT/$BACKEND/post.txt" >&2
+
+    # --- nginx in front of the same reviews service ---
+    NGINX_CONF=$RUN/nginx/nginx.conf
+    sed -e "s|@PREFIX@|$RUN/nginx|g" -e "s|@LISTEN@|127.0.0.1:$NGINX_PORT|g" \
+        -e "s|@UPSTREAM@|127.0.0.1:$REVIEWS_PORT|g" "$BENCH_DIR/nginx.conf" >"$NGINX_CONF"
+    nginx -q -c "$NGINX_CONF" -p "$RUN/nginx" -e "$RUN/nginx/error.log"
+    for _ in $(seq 50); do curl -fsS -o /dev/null "$NGINX$ROUTE" 2>/dev/null && break; sleep 0.1; done
+
+    # Same answer on all three paths?
+    local url code items
+    for url in "$DIRECT$ROUTE" "$GW$ROUTE" "$NGINX$ROUTE"; do
+        code=$(curl -sS -o "$RUN/page.json" -w '%{http_code}' "$url")
+        items=$(jq '.items | length' "$RUN/page.json")
+        [[ $code == 200 && $items == 20 ]] || die "$url answered $code with $items items"
+    done
+    curl -sS -D - -o /dev/null "$GW$ROUTE" >"$OUT/$BACKEND/headers-gateway.txt"
+    curl -sS -D - -o /dev/null "$DIRECT$ROUTE" >"$OUT/$BACKEND/headers-direct.txt"
+    wc -c <"$RUN/page.json" >"$OUT/$BACKEND/page-bytes.txt"
+
+    # --- throughput at 64 connections ---
+    log "$BACKEND: warm-up ${WARMUP}s each"
+    local order=(direct gateway nginx) target
+    declare -A URLS=([direct]=$DIRECT$ROUTE [gateway]=$GW$ROUTE [nginx]=$NGINX$ROUTE)
+    for target in "${order[@]}"; do run_wrk "warmup-$target" "${URLS[$target]}" "$WARMUP"; done
+    local round
+    for round in $(seq "$ROUNDS"); do
+        local this=("${order[@]}")
+        ((round % 2 == 0)) && this=(nginx gateway direct)
+        for target in "${this[@]}"; do
+            run_wrk "wrk-$target-r$round" "${URLS[$target]}" "$DURATION"
+        done
+    done
+
+    # --- latency at a fixed rate ---
+    for target in direct gateway nginx; do
+        run_rate "rate-$target" "${URLS[$target]}"
+    done
+
+    cleanup
+}
+
+# --- main -------------------------------------------------------------------------
+install_tools
+if [[ ${BENCH_SKIP_BUILD:-0} != 1 ]]; then
+    log "building release (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
+    (cd "$ROOT" && cargo build --release -p zocalo)
+fi
+[[ -x $BIN ]] || die "no binary at $BIN"
+# Run a private copy: a rebuild in the shared target dir during the run must
+# not swap the binary under us.
+BIN_COPY=$(mktemp -d /tmp/zocalo-bench-bin.XXXXXX)
+cp "$BIN" "$BIN_COPY/zocalo"
+trap 'cleanup; rm -rf "$BIN_COPY"' EXIT
+sha256sum "$BIN" | cut -c1-16 >"$OUT/binary-sha256.txt"
+
+{
+    echo "date: $(date -u +%FT%TZ)"
+    echo "nproc: $(nproc)"
+    echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+    echo "memory: $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
+    echo "kernel: $(uname -sr)"
+    echo "os: $(. /etc/os-release && echo "$PRETTY_NAME")"
+    echo "loadavg at start: $(cat /proc/loadavg)"
+    echo "wrk: $(wrk -v 2>&1 | head -1)"
+    echo "nginx: $(nginx -v 2>&1)"
+    echo "oha: $(oha --version 2>/dev/null || echo none)"
+    echo "postgres: $(psql "${PG[@]}" -qAtX -d postgres -c 'show server_version' 2>/dev/null || echo unreachable)"
+    echo "rustc: $(rustc --version)"
+    echo "source: commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo none)," \
+        "status $(git -C "$ROOT" status --porcelain 2>/dev/null | wc -l) changed paths," \
+        "crates/**/*.rs sha256 $(cd "$ROOT" && find crates -name '*.rs' | sort | xargs cat | sha256sum | cut -c1-16)"
+    echo "binary: $BIN (built $(stat -c %y "$BIN" | cut -d. -f1), sha256 $(cat "$OUT/binary-sha256.txt")…)"
+} | tee "$OUT/machine.txt" >&2
+
+for backend in $BACKENDS; do
+    bench_backend "$backend"
+done
+
+python3 "$BENCH_DIR/summarize.py" "$OUT" | tee "$OUT/summary.md"
+log "raw outputs in $OUT"

@@ -1,0 +1,277 @@
+//! The distributed bus on NATS JetStream (server 2.9, so plain stream and
+//! consumer configs only).
+//!
+//! - Jobs: stream `ZOCALO_JOBS` (work-queue retention) with subjects
+//!   `jobs.<queue>` (ready) and `delayed.<queue>`; one durable pull consumer
+//!   per subject. A delayed job waits in `delayed.<queue>`, held back by
+//!   nak-with-delay, and is moved to `jobs.<queue>` once due, so the ready
+//!   consumer's delivery count is exactly the job's attempt number. Dead jobs
+//!   go to `dead.<queue>` in `ZOCALO_DEAD`.
+//! - Events: stream `ZOCALO_EVENTS` (limits retention, 7 days), one durable
+//!   pull consumer per (topic, group), so each group sees every event and
+//!   its members share them.
+//!
+//! Acks need the delivered message, so reserved jobs and delivered events
+//! are kept in memory until settled: settle from the process that received.
+
+mod events;
+mod jobs;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::consumer::PullConsumer;
+use async_nats::jetstream::consumer::pull;
+use async_nats::jetstream::stream::{self, RetentionPolicy, StorageType};
+use async_nats::jetstream::{self, Message};
+use futures_util::StreamExt;
+
+use crate::{Bus, BusError, BusOptions, sanitize};
+
+/// Dead jobs and events are kept this long.
+const DEAD_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+const EVENT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Deliveries not settled after this long are forgotten (the broker has
+/// redelivered them long ago).
+const HELD_MAX_AGE: Duration = Duration::from_secs(3600);
+
+#[derive(Clone)]
+pub struct NatsBus {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    js: jetstream::Context,
+    names: Names,
+    ack_wait: Duration,
+    jobs: stream::Stream,
+    dead: stream::Stream,
+    events: stream::Stream,
+    consumers: Mutex<HashMap<String, PullConsumer>>,
+    /// Reserved jobs by id.
+    reserved: Held<uuid::Uuid>,
+    /// Delivered events by (consumer, event id).
+    delivered: Held<(String, uuid::Uuid)>,
+    /// When this process last looked for due delayed jobs, per queue.
+    promoted: Mutex<HashMap<String, Instant>>,
+}
+
+impl NatsBus {
+    /// Connect to `url` and create the streams if they do not exist.
+    pub async fn connect(url: &str, options: BusOptions) -> Result<Self, BusError> {
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await
+            .map_err(BusError::unavailable)?;
+        let js = jetstream::new(client);
+        let names = Names::new(&options.prefix);
+        let jobs = create_stream(
+            &js,
+            stream::Config {
+                name: names.stream("ZOCALO_JOBS"),
+                subjects: vec![names.subject("jobs.>"), names.subject("delayed.>")],
+                retention: RetentionPolicy::WorkQueue,
+                storage: StorageType::File,
+                ..Default::default()
+            },
+        )
+        .await?;
+        let dead = create_stream(
+            &js,
+            stream::Config {
+                name: names.stream("ZOCALO_DEAD"),
+                subjects: vec![names.subject("dead.>")],
+                max_age: DEAD_RETENTION,
+                storage: StorageType::File,
+                ..Default::default()
+            },
+        )
+        .await?;
+        let events = create_stream(
+            &js,
+            stream::Config {
+                name: names.stream("ZOCALO_EVENTS"),
+                subjects: vec![names.subject("events.>")],
+                max_age: EVENT_RETENTION,
+                storage: StorageType::File,
+                ..Default::default()
+            },
+        )
+        .await?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                js,
+                names,
+                ack_wait: options.ack_wait,
+                jobs,
+                dead,
+                events,
+                consumers: Mutex::default(),
+                reserved: Held::default(),
+                delivered: Held::default(),
+                promoted: Mutex::default(),
+            }),
+        })
+    }
+
+    pub fn bus(self) -> Bus {
+        let this = Arc::new(self);
+        Bus {
+            jobs: this.clone(),
+            events: this,
+        }
+    }
+
+    /// Delete this bus's streams and everything in them: for tests and
+    /// tear-down of a prefixed namespace.
+    pub async fn delete_streams(&self) -> Result<(), BusError> {
+        for name in ["ZOCALO_JOBS", "ZOCALO_DEAD", "ZOCALO_EVENTS"] {
+            self.inner
+                .js
+                .delete_stream(self.inner.names.stream(name))
+                .await
+                .map_err(BusError::unavailable)?;
+        }
+        Ok(())
+    }
+
+    /// A durable pull consumer, created on first use and cached.
+    async fn consumer(
+        &self,
+        stream: &stream::Stream,
+        name: &str,
+        config: impl FnOnce() -> pull::Config,
+    ) -> Result<PullConsumer, BusError> {
+        let key = format!("{}\n{name}", stream.cached_info().config.name);
+        if let Some(consumer) = lock(&self.inner.consumers).get(&key) {
+            return Ok(consumer.clone());
+        }
+        let consumer = stream
+            .get_or_create_consumer(name, config())
+            .await
+            .map_err(BusError::unavailable)?;
+        lock(&self.inner.consumers).insert(key, consumer.clone());
+        Ok(consumer)
+    }
+
+    /// Publish and wait for the stream's acknowledgement, so a returned Ok
+    /// means the message is stored. `id` de-duplicates re-sends within the
+    /// stream's duplicate window.
+    async fn store(&self, subject: String, id: &str, body: Vec<u8>) -> Result<(), BusError> {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, id);
+        self.inner
+            .js
+            .publish_with_headers(subject, headers, body.into())
+            .await
+            .map_err(BusError::unavailable)?
+            .await
+            .map_err(BusError::unavailable)?;
+        Ok(())
+    }
+}
+
+/// Take at most one message from `consumer`, waiting up to `wait`.
+///
+/// Always a plain pull request with a server-side expiry: on NATS 2.9 a
+/// `no_wait` request that races another puller for the last message can be
+/// left waiting with no expiry at all. The client-side limit is a last
+/// resort against a lost reply; a message the server sent to an abandoned
+/// request is redelivered after its ack wait.
+async fn fetch_one(consumer: &PullConsumer, wait: Duration) -> Result<Option<Message>, BusError> {
+    let wait = wait.max(MIN_EXPIRES);
+    let mut batch = consumer
+        .batch()
+        .max_messages(1)
+        .expires(wait)
+        .messages()
+        .await
+        .map_err(BusError::unavailable)?;
+    match tokio::time::timeout(wait + FETCH_GRACE, batch.next()).await {
+        Ok(Some(Ok(message))) => Ok(Some(message)),
+        Ok(Some(Err(error))) => Err(BusError::unavailable(error)),
+        Ok(None) => Ok(None),
+        Err(_) => Err(BusError::Unavailable(
+            "JetStream pull request got no answer".into(),
+        )),
+    }
+}
+
+/// Shortest server-side expiry of a pull request.
+const MIN_EXPIRES: Duration = Duration::from_millis(10);
+/// How much later than its expiry a pull request may end before we give up.
+pub(super) const FETCH_GRACE: Duration = Duration::from_secs(5);
+
+async fn create_stream(
+    js: &jetstream::Context,
+    config: stream::Config,
+) -> Result<stream::Stream, BusError> {
+    js.get_or_create_stream(config)
+        .await
+        .map_err(BusError::unavailable)
+}
+
+/// Stream and subject names, with the optional namespace prefix.
+struct Names {
+    stream_prefix: String,
+    subject_prefix: String,
+}
+
+impl Names {
+    fn new(prefix: &str) -> Self {
+        if prefix.is_empty() {
+            return Self {
+                stream_prefix: String::new(),
+                subject_prefix: String::new(),
+            };
+        }
+        let prefix = sanitize(prefix);
+        Self {
+            stream_prefix: format!("{prefix}_"),
+            subject_prefix: format!("{prefix}."),
+        }
+    }
+
+    fn stream(&self, name: &str) -> String {
+        format!("{}{name}", self.stream_prefix)
+    }
+
+    fn subject(&self, subject: &str) -> String {
+        format!("{}{subject}", self.subject_prefix)
+    }
+}
+
+/// Messages delivered to this process and not yet settled.
+struct Held<K> {
+    map: Mutex<HashMap<K, (Message, Instant)>>,
+}
+
+impl<K> Default for Held<K> {
+    fn default() -> Self {
+        Self {
+            map: Mutex::default(),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq> Held<K> {
+    fn insert(&self, key: K, message: Message) {
+        let mut map = lock(&self.map);
+        // Callers that never settle (a crashed handler) must not grow the
+        // map forever; their messages were redelivered long ago.
+        if map.len() > 1024 {
+            map.retain(|_, (_, at)| at.elapsed() < HELD_MAX_AGE);
+        }
+        map.insert(key, (message, Instant::now()));
+    }
+
+    fn take(&self, key: &K) -> Option<Message> {
+        lock(&self.map).remove(key).map(|(message, _)| message)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
