@@ -25,10 +25,9 @@
 #   BENCH_INSTALL_OHA=0 (do not build oha when missing; no fixed-rate runs)
 set -euo pipefail
 
-BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(dirname "$BENCH_DIR")
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/zocalo/target}
-BIN="$CARGO_TARGET_DIR/release/zocalo"
+GW_PORT=18080
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 BACKENDS=${BENCH_BACKENDS:-"sqlite postgres"}
 REVIEWS=${BENCH_REVIEWS:-10000}
@@ -40,14 +39,10 @@ RATE_SECONDS=${BENCH_RATE_SECONDS:-20}
 CONNECTIONS=64
 WRK_THREADS=2
 LOADER_THREADS=16
-read -r -a PG <<<"${BENCH_PG:--h 127.0.0.1 -p 5432 -U postgres}"
-PG_HOSTPORT=127.0.0.1:5432
 
-GW_PORT=18080
 AUTH_PORT=18081
 REVIEWS_PORT=18082
 NGINX_PORT=18090
-GW=http://127.0.0.1:$GW_PORT
 DIRECT=http://127.0.0.1:$REVIEWS_PORT
 NGINX=http://127.0.0.1:$NGINX_PORT
 ROUTE=/api/content
@@ -57,11 +52,7 @@ ADMIN_PASSWORD=bench-admin-password-1
 EDITOR_EMAIL=editor@example.com
 EDITOR_PASSWORD=bench-editor-password-1
 
-log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-# No setting of the caller's may leak into the stack under test.
-while read -r var; do unset "$var"; done < <(compgen -e | grep '^ZOCALO_' || true)
+unset_zocalo_env
 
 # --- 1. tools ---------------------------------------------------------------
 install_tools() {
@@ -97,11 +88,7 @@ install_tools() {
 # --- helpers ------------------------------------------------------------------
 OUT=$(mktemp -d /tmp/zocalo-bench.XXXXXX)   # raw outputs, kept
 RUN=""                                      # per-backend runtime dir, removed
-ZOCALO_PID=""
-PG_DB=""
 NGINX_CONF=""
-
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 stop_nginx() {
     if [[ -n $NGINX_CONF && -f $RUN/nginx/nginx.pid ]]; then
@@ -109,23 +96,6 @@ stop_nginx() {
         for _ in $(seq 50); do [[ -f $RUN/nginx/nginx.pid ]] || break; sleep 0.1; done
     fi
     NGINX_CONF=""
-}
-
-stop_zocalo() {
-    if [[ -n $ZOCALO_PID ]] && kill -0 "$ZOCALO_PID" 2>/dev/null; then
-        kill -TERM "$ZOCALO_PID"
-        for _ in $(seq 100); do kill -0 "$ZOCALO_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -0 "$ZOCALO_PID" 2>/dev/null && { log "zocalo ignored SIGTERM; killing"; kill -KILL "$ZOCALO_PID"; }
-        wait "$ZOCALO_PID" 2>/dev/null || true
-    fi
-    ZOCALO_PID=""
-}
-
-drop_db() {
-    if [[ -n $PG_DB ]]; then
-        psql "${PG[@]}" -qAtX -d postgres -c "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" >/dev/null || true
-        PG_DB=""
-    fi
 }
 
 cleanup() {
@@ -138,44 +108,11 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# CPU time (ms) used so far by a process, or by a list of them.
-cpu_ms() {
-    local total=0 pid ticks
-    ticks=$(getconf CLK_TCK)
-    for pid in "$@"; do
-        [[ -r /proc/$pid/stat ]] || continue
-        # Fields 14 and 15 (utime, stime), counted after the ")" of comm.
-        total=$((total + $(awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$pid/stat")))
-    done
-    echo $((total * 1000 / ticks))
-}
 nginx_pids() {
     local master
     [[ -f $RUN/nginx/nginx.pid ]] || return 0
     master=$(cat "$RUN/nginx/nginx.pid")
     echo "$master" $(pgrep -P "$master" || true)
-}
-
-wait_ready() {
-    local url=$1 name=$2
-    for _ in $(seq 300); do
-        curl -fsS -o /dev/null --max-time 2 "$url" 2>/dev/null && return 0
-        kill -0 "$ZOCALO_PID" 2>/dev/null || { cat "$OUT/$BACKEND/zocalo.log" >&2; die "zocalo exited"; }
-        sleep 0.2
-    done
-    die "$name not ready at $url after 60 s"
-}
-
-api() { # method path token [curl args...] -> body on stdout, fails on >= 400
-    local method=$1 path=$2 token=$3 auth=()
-    shift 3
-    [[ -n $token ]] && auth=(-H "authorization: Bearer $token")
-    curl -sS --fail-with-body --max-time 30 -X "$method" "$GW$path" "${auth[@]}" "$@"
-}
-
-login() {
-    api POST /auth/token "" --data-urlencode grant_type=password \
-        --data-urlencode "username=$1" --data-urlencode "password=$2" | jq -er .access_token
 }
 
 # wrk run: name url seconds; writes name.txt (wrk's report) and name.json.
@@ -211,12 +148,11 @@ run_rate() {
 bench_backend() {
     BACKEND=$1
     mkdir -p "$OUT/$BACKEND"
+    STACK_LOG=$OUT/$BACKEND/zocalo.log
     RUN=$(mktemp -d /tmp/zocalo-bench-run.XXXXXX)
     chmod 755 "$RUN"
     mkdir -p "$RUN/data" "$RUN/nginx"
-    for port in $GW_PORT $AUTH_PORT $REVIEWS_PORT $NGINX_PORT; do
-        port_free "$port" || die "port $port is in use"
-    done
+    require_ports_free $GW_PORT $AUTH_PORT $REVIEWS_PORT $NGINX_PORT
 
     # figment cannot express `rate_limit = None` (the default is Some and TOML
     # has no null), so the limit is raised far beyond what wrk can reach.
@@ -233,14 +169,13 @@ EOF
         ZOCALO_ADMIN_PASSWORD=$ADMIN_PASSWORD
     )
     if [[ $BACKEND == postgres ]]; then
-        PG_DB=bench_reviews_$(date +%s)_$RANDOM
-        psql "${PG[@]}" -qAtX -d postgres -v ON_ERROR_STOP=1 -c "CREATE DATABASE $PG_DB" >/dev/null
+        PG_DB=$(create_db bench_reviews)
         env+=(ZOCALO_REVIEWS__DATABASE_URL=postgres://postgres@$PG_HOSTPORT/$PG_DB)
         log "postgres: reviews in database $PG_DB (auth stays on SQLite)"
     fi
     log "$BACKEND: starting zocalo up"
     env "${env[@]}" "$BIN_COPY/zocalo" --config "$RUN/zocalo.toml" up --port "$GW_PORT" \
-        --data-dir "$RUN/data" >"$OUT/$BACKEND/zocalo.log" 2>&1 &
+        --data-dir "$RUN/data" >"$STACK_LOG" 2>&1 &
     ZOCALO_PID=$!
     wait_ready "$GW/ready" gateway
     wait_ready "$DIRECT/ready" reviews
@@ -317,36 +252,13 @@ EOF
 
 # --- main -------------------------------------------------------------------------
 install_tools
-if [[ ${BENCH_SKIP_BUILD:-0} != 1 ]]; then
-    log "building release (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
-    (cd "$ROOT" && cargo build --release -p zocalo)
-fi
-[[ -x $BIN ]] || die "no binary at $BIN"
-# Run a private copy: a rebuild in the shared target dir during the run must
-# not swap the binary under us.
-BIN_COPY=$(mktemp -d /tmp/zocalo-bench-bin.XXXXXX)
-cp "$BIN" "$BIN_COPY/zocalo"
+# Run a private copy of the binary (see build_and_copy_binary).
+build_and_copy_binary
 trap 'cleanup; rm -rf "$BIN_COPY"' EXIT
 sha256sum "$BIN" | cut -c1-16 >"$OUT/binary-sha256.txt"
 
-{
-    echo "date: $(date -u +%FT%TZ)"
-    echo "nproc: $(nproc)"
-    echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
-    echo "memory: $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
-    echo "kernel: $(uname -sr)"
-    echo "os: $(. /etc/os-release && echo "$PRETTY_NAME")"
-    echo "loadavg at start: $(cat /proc/loadavg)"
-    echo "wrk: $(wrk -v 2>&1 | head -1)"
-    echo "nginx: $(nginx -v 2>&1)"
-    echo "oha: $(oha --version 2>/dev/null || echo none)"
-    echo "postgres: $(psql "${PG[@]}" -qAtX -d postgres -c 'show server_version' 2>/dev/null || echo unreachable)"
-    echo "rustc: $(rustc --version)"
-    echo "source: commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo none)," \
-        "status $(git -C "$ROOT" status --porcelain 2>/dev/null | wc -l) changed paths," \
-        "crates/**/*.rs sha256 $(cd "$ROOT" && find crates -name '*.rs' | sort | xargs cat | sha256sum | cut -c1-16)"
-    echo "binary: $BIN (built $(stat -c %y "$BIN" | cut -d. -f1), sha256 $(cat "$OUT/binary-sha256.txt")…)"
-} | tee "$OUT/machine.txt" >&2
+machine_info "wrk: $(wrk -v 2>&1 | head -1)" "nginx: $(nginx -v 2>&1)" \
+    "oha: $(oha --version 2>/dev/null || echo none)" | tee "$OUT/machine.txt" >&2
 
 for backend in $BACKENDS; do
     bench_backend "$backend"

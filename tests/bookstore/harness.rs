@@ -26,6 +26,9 @@ impl Drop for BookStore {
 }
 
 pub struct Options {
+    /// Use NATS JetStream (`ZOCALO_TEST_NATS_URL`) as the bus instead of a
+    /// SQLite file.
+    pub nats: bool,
     pub workers: usize,
     pub start_apis: bool,
     pub tweak: fn(&mut zocalo_orders::Settings),
@@ -34,6 +37,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Self {
+            nats: false,
             workers: 2,
             start_apis: true,
             tweak: |_| {},
@@ -66,7 +70,7 @@ impl BookStore {
 
         let mut orders_settings = zocalo_orders::Settings {
             database_url: orders_db.url.clone(),
-            database_max_connections: 8,
+            database_max_connections: 16,
             bus_url: format!("sqlite://{}", bus.path().join("bus.db").display()),
             issuer: zocalo_testkit::ISSUER.into(),
             audience: zocalo_testkit::AUDIENCE.into(),
@@ -76,8 +80,10 @@ impl BookStore {
             worker_concurrency: 4,
             ..zocalo_orders::Settings::default()
         };
-        if let Ok(nats) = std::env::var("ZOCALO_TEST_BUS_URL") {
-            orders_settings.bus_url = nats;
+        if options.nats {
+            let nats = std::env::var("ZOCALO_TEST_NATS_URL").expect("ZOCALO_TEST_NATS_URL");
+            // Streams of their own, so parallel tests never share messages.
+            orders_settings.bus_url = format!("{nats}?prefix=bs{}", Uuid::new_v4().simple());
         }
         (options.tweak)(&mut orders_settings);
 
@@ -185,6 +191,9 @@ impl BookStore {
         body["stock"].as_i64().unwrap()
     }
 
+    /// Place an order the way a careful client does: on 503 (the service
+    /// shedding load) retry with the same Idempotency-Key, which can never
+    /// order twice. Bounded: ten tries.
     pub async fn place_order(
         &self,
         instance: usize,
@@ -194,21 +203,29 @@ impl BookStore {
         quantity: u32,
         card: &str,
     ) -> Value {
-        let response = self.orders[instance % 2]
-            .post("/api/orders")
-            .bearer_auth(token)
-            .header("idempotency-key", key)
-            .json(&json!({
-                "items": [{"book_id": book, "quantity": quantity}],
-                "shipping_address": "Carrera 7 #32-16, Bogotá",
-                "provider": "envia",
-                "card": card
-            }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 202);
-        response.json().await.unwrap()
+        let body = json!({
+            "items": [{"book_id": book, "quantity": quantity}],
+            "shipping_address": "Carrera 7 #32-16, Bogotá",
+            "provider": "envia",
+            "card": card
+        });
+        for attempt in 0..10 {
+            let response = self.orders[(instance + attempt) % 2]
+                .post("/api/orders")
+                .bearer_auth(token)
+                .header("idempotency-key", key)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            if response.status() == 503 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            assert_eq!(response.status(), 202);
+            return response.json().await.unwrap();
+        }
+        panic!("the order was refused ten times with 503");
     }
 
     pub async fn order(&self, token: &str, id: &str) -> Value {

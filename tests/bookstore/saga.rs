@@ -22,6 +22,54 @@ backend_tests!(
     a_repeated_event_is_counted_once,
 );
 
+/// The same saga with NATS JetStream as the bus (stores on SQLite).
+mod nats {
+    use super::*;
+
+    fn configured() -> bool {
+        let set = std::env::var("ZOCALO_TEST_NATS_URL").is_ok();
+        if !set {
+            eprintln!("ZOCALO_TEST_NATS_URL is unset: NATS variant not run");
+        }
+        set
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn fifty_buyers_share_five_books_over_jetstream() {
+        if !configured() {
+            return;
+        }
+        let store = BookStore::start(
+            Backend::Sqlite,
+            Options {
+                nats: true,
+                ..Options::default()
+            },
+        )
+        .await;
+        let book = store.list_book("Rayuela", 5).await;
+        let buyers: Vec<_> = (0..50).map(|_| store.buyer()).collect();
+        let mut orders = Vec::new();
+        for (i, (_, token)) in buyers.iter().enumerate() {
+            orders.push((
+                store.place_order(i, token, "buy", book, 1, CARD).await,
+                token.clone(),
+            ));
+        }
+        let mut delivered = 0;
+        for (order, token) in &orders {
+            let settled = store
+                .wait_for(token, &id(order), &["delivered", "failed"])
+                .await;
+            if settled["status"] == "delivered" {
+                delivered += 1;
+            }
+        }
+        assert_eq!(delivered, 5);
+        assert_eq!(store.stock(book).await, 0);
+    }
+}
+
 fn id(order: &Value) -> String {
     order["id"].as_str().unwrap().to_owned()
 }

@@ -128,6 +128,35 @@ async fn record_metrics(service: &'static str, req: Request, next: Next) -> Resp
     response
 }
 
+/// A service's router bound to its port: what every `Application` wraps.
+pub struct Server {
+    listener: TcpListener,
+    router: Router,
+}
+
+impl Server {
+    /// Bind `addr` (port 0 picks a free port) for `router`.
+    pub async fn bind(addr: SocketAddr, router: Router) -> std::io::Result<Self> {
+        Ok(Self {
+            listener: bind(addr).await?,
+            router,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or_default()
+    }
+
+    /// Serve until `shutdown` is cancelled, then finish the requests in
+    /// flight.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        serve(self.listener, self.router, shutdown).await
+    }
+}
+
 /// Serve `router` on `listener` until `shutdown` is cancelled, then finish
 /// the requests in flight.
 pub async fn serve(

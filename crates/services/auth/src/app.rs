@@ -3,14 +3,13 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::FromRef;
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use zocalo_config::Secret;
 use zocalo_http::auth::{KeySource, TokenVerifier};
 use zocalo_http::ratelimit::{KeyedLimiter, RateLimit};
+use zocalo_http::server::Server;
 use zocalo_store::DatabaseSettings;
 
 use crate::keys::KeyRing;
@@ -110,8 +109,7 @@ impl FromRef<AppState> for Arc<TokenVerifier> {
 }
 
 pub struct Application {
-    listener: TcpListener,
-    router: Router,
+    server: Server,
 }
 
 impl Application {
@@ -124,22 +122,17 @@ impl Application {
         for seed in &state.settings.clients {
             crate::routes::seed_client(&state, seed).await?;
         }
-        let listener = zocalo_http::server::bind(state.settings.listen).await?;
         Ok(Self {
-            listener,
-            router: crate::routes::router(state),
+            server: Server::bind(state.settings.listen, crate::routes::router(state)).await?,
         })
     }
 
     pub fn port(&self) -> u16 {
-        self.listener
-            .local_addr()
-            .map(|a| a.port())
-            .unwrap_or_default()
+        self.server.port()
     }
 
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
-        zocalo_http::server::serve(self.listener, self.router, shutdown).await
+        self.server.run_until_stopped(shutdown).await
     }
 }
 

@@ -5,13 +5,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::FromRef;
 use jsonwebtoken::jwk::JwkSet;
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use zocalo_http::auth::{KeySource, TokenVerifier};
+use zocalo_http::server::Server;
 use zocalo_store::DatabaseSettings;
 
 use crate::store::{self, CatalogStore};
@@ -77,8 +76,7 @@ impl FromRef<AppState> for Arc<TokenVerifier> {
 }
 
 pub struct Application {
-    listener: TcpListener,
-    router: Router,
+    server: Server,
     store: Arc<dyn CatalogStore>,
     sweep_interval: Duration,
 }
@@ -108,15 +106,17 @@ impl Application {
         verifier: Arc<TokenVerifier>,
     ) -> anyhow::Result<Self> {
         let store = store::open(&settings.database()).await?;
-        let listener = zocalo_http::server::bind(settings.listen).await?;
         let state = AppState {
             store: store.clone(),
             verifier,
             default_ttl_secs: settings.default_reservation_ttl_secs,
         };
         Ok(Self {
-            listener,
-            router: crate::routes::router(state, settings.cache_max_age_secs),
+            server: Server::bind(
+                settings.listen,
+                crate::routes::router(state, settings.cache_max_age_secs),
+            )
+            .await?,
             store,
             // A zero interval would spin; 10 ms is already far below need.
             sweep_interval: Duration::from_millis(settings.sweep_interval_ms.max(10)),
@@ -124,10 +124,7 @@ impl Application {
     }
 
     pub fn port(&self) -> u16 {
-        self.listener
-            .local_addr()
-            .map(|a| a.port())
-            .unwrap_or_default()
+        self.server.port()
     }
 
     /// The store this application serves, for tests and admin tasks that
@@ -145,7 +142,7 @@ impl Application {
             self.sweep_interval,
             sweep_stop.clone(),
         ));
-        let served = zocalo_http::server::serve(self.listener, self.router, shutdown).await;
+        let served = self.server.run_until_stopped(shutdown).await;
         // The server may also stop on an I/O error; the sweep goes with it.
         sweep_stop.cancel();
         if let Err(error) = sweeper.await {

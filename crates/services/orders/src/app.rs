@@ -6,18 +6,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::FromRef;
 use futures_util::FutureExt;
 use jsonwebtoken::jwk::JwkSet;
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use zocalo_bus::{Bus, EventHandler, JobError, JobHandler, WorkerOptions};
 use zocalo_config::Secret;
 use zocalo_contracts::orders::{self as contract, OrderJob, OrderPaid};
 use zocalo_http::auth::{KeySource, TokenVerifier};
+use zocalo_http::server::Server;
 use zocalo_http::service_auth::ServiceAuth;
 use zocalo_store::DatabaseSettings;
 
@@ -113,8 +112,7 @@ impl FromRef<AppState> for Arc<TokenVerifier> {
 
 /// The HTTP API and the outbox relay.
 pub struct Application {
-    listener: TcpListener,
-    router: Router,
+    server: Server,
     state: AppState,
     bus: Bus,
     relay_interval: Duration,
@@ -145,15 +143,13 @@ impl Application {
     ) -> anyhow::Result<Self> {
         let store = store::open(&settings.database()).await?;
         let bus = zocalo_bus::connect(&settings.bus_url).await?;
-        let listener = zocalo_http::server::bind(settings.listen).await?;
         let state = AppState {
             store,
             verifier,
             relay_wake: Arc::new(Notify::new()),
         };
         Ok(Self {
-            listener,
-            router: crate::routes::router(state.clone()),
+            server: Server::bind(settings.listen, crate::routes::router(state.clone())).await?,
             state,
             bus,
             relay_interval: Duration::from_millis(settings.relay_interval_ms.max(10)),
@@ -161,10 +157,7 @@ impl Application {
     }
 
     pub fn port(&self) -> u16 {
-        self.listener
-            .local_addr()
-            .map(|a| a.port())
-            .unwrap_or_default()
+        self.server.port()
     }
 
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
@@ -175,7 +168,7 @@ impl Application {
             self.state.relay_wake.clone(),
             shutdown.clone(),
         ));
-        let served = zocalo_http::server::serve(self.listener, self.router, shutdown).await;
+        let served = self.server.run_until_stopped(shutdown).await;
         let _ = relay.await;
         served
     }

@@ -3,13 +3,12 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::FromRef;
 use jsonwebtoken::jwk::JwkSet;
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use zocalo_http::auth::{KeySource, TokenVerifier};
+use zocalo_http::server::Server;
 use zocalo_store::DatabaseSettings;
 
 use crate::store::{self, ReviewsStore};
@@ -67,8 +66,7 @@ impl FromRef<AppState> for Arc<TokenVerifier> {
 }
 
 pub struct Application {
-    listener: TcpListener,
-    router: Router,
+    server: Server,
 }
 
 impl Application {
@@ -96,22 +94,21 @@ impl Application {
         verifier: Arc<TokenVerifier>,
     ) -> anyhow::Result<Self> {
         let store = store::open(&settings.database()).await?;
-        let listener = zocalo_http::server::bind(settings.listen).await?;
         let state = AppState { store, verifier };
         Ok(Self {
-            listener,
-            router: crate::routes::router(state, settings.cache_max_age_secs),
+            server: Server::bind(
+                settings.listen,
+                crate::routes::router(state, settings.cache_max_age_secs),
+            )
+            .await?,
         })
     }
 
     pub fn port(&self) -> u16 {
-        self.listener
-            .local_addr()
-            .map(|a| a.port())
-            .unwrap_or_default()
+        self.server.port()
     }
 
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
-        zocalo_http::server::serve(self.listener, self.router, shutdown).await
+        self.server.run_until_stopped(shutdown).await
     }
 }
