@@ -12,15 +12,18 @@ Standard library only. Two subcommands:
           GET /api/books/{id}). Books are picked with Zipf-like weights so
           the first ones sell out first. Every --sample-every-th accepted
           order is polled by a separate thread (GET /api/orders/{id}, backing
-          off from 50 ms to 1 s) until it is paid or later, or failed; that
+          off from 50 ms to 500 ms) until it is paid or later, or failed; that
           gives client-side completion times. Latencies are client-side,
           from sending a request to reading the whole answer. Accepted orders
           are written to --orders-out (JSON lines), the summary to --json-out.
+          With --settle-json it then does what `settle` does, while the
+          poller follows the last sampled orders (which it does for at most
+          --settle-max seconds after the load, 60 without --settle-json).
 
   settle  Lists every buyer's orders (GET /api/orders, all pages) until none
           is pending or reserved and none still holds stock (bounded by
-          --max-wait), then until every paid order is delivered (bounded
-          too); reads each book's final stock (GET /api/books/{id}) and
+          --max-wait; looked at every 2 s), then until every paid order is
+          delivered (same bound); reads each book's final stock (GET /api/books/{id}) and
           checks, per book: initial - final == copies in orders that reached
           paid/shipped/delivered, final >= 0, sold <= initial. Also checks
           that every accepted order is listed. Summary to --json-out; exit
@@ -31,6 +34,7 @@ Standard library only. Two subcommands:
         --orders-out orders.jsonl
     orders_load.py settle --base ... --tokens tokens.txt --books books.json \\
         --orders-in orders.jsonl --json-out settle.json
+(or `run ... --settle-json settle.json --settle-max 180` for both at once).
 """
 
 import argparse
@@ -174,6 +178,7 @@ class Poller(threading.Thread):
         self.accepting = True
         self.stop_at = stop_at  # perf_counter deadline for polling at all
         self.polls = 0
+        self.max_interval = 0.5
 
     def watch(self, order_id, token, accepted_at):
         with self.lock:
@@ -215,7 +220,7 @@ class Poller(threading.Thread):
                         del self.watched[order_id]
                 else:
                     entry[4] = seen
-                    entry[3] = min(1.0, entry[3] * 1.5)
+                    entry[3] = min(self.max_interval, entry[3] * 1.5)
                     entry[2] = seen + entry[3]
 
 
@@ -234,7 +239,7 @@ def run(args):
     started = time.perf_counter()
     warm_until = started + args.warmup
     deadline = warm_until + args.duration
-    poller = Poller(host, port, deadline + args.poll_grace)
+    poller = Poller(host, port, deadline + (args.settle_max if args.settle_json else 60))
     poller.start()
     accepted_count = [0]
 
@@ -321,11 +326,21 @@ def run(args):
     for t in threads:
         t.join()
     measured = time.perf_counter() - warm_until
+    load_ended_epoch = time.time()
     cpu1 = os.times()
     poller.accepting = False
-    poller.join()
     if orders_out:
         orders_out.close()
+    # The settle check runs while the poller follows the last sampled
+    # orders, so that neither delays the other's clock.
+    settle_rc = 0
+    if args.settle_json:
+        settle_args = argparse.Namespace(
+            base=args.base, tokens=args.tokens, books=args.books, orders_in=args.orders_out,
+            max_wait=args.settle_max, since=load_ended_epoch, json_out=args.settle_json,
+        )
+        settle_rc = settle(settle_args)
+    poller.join()
 
     def count(kind, pred):
         return sum(n for s, n in stats.statuses[kind].items() if pred(s))
@@ -335,6 +350,7 @@ def run(args):
     browse_lat = stats.latency["browse_list"] + stats.latency["browse_one"]
     summary = {
         "duration_s": round(measured, 2),
+        "load_ended_epoch": round(load_ended_epoch, 3),
         "warmup_s": args.warmup,
         "concurrency": args.concurrency,
         "order_share": args.order_share,
@@ -386,7 +402,7 @@ def run(args):
     )
     for sample in stats.samples[:5]:
         print("  e.g.", sample, file=sys.stderr)
-    return 0
+    return settle_rc
 
 
 # --- settle ----------------------------------------------------------------
@@ -426,6 +442,8 @@ def settle(args):
     client = Client(host, port)
     started = time.perf_counter()
     deadline = started + args.max_wait
+    # Times are reported from the end of the load (--since, epoch seconds).
+    since = args.since or time.time()
 
     def census(orders):
         return (
@@ -438,7 +456,7 @@ def settle(args):
     while True:
         orders = list_all_orders(client, tokens)
         statuses, reservations = census(orders)
-        elapsed = round(time.perf_counter() - started, 1)
+        elapsed = round(time.time() - since, 1)
         history.append({"t": elapsed, "statuses": dict(statuses), "reservations": dict(reservations)})
         stock_settled = not any(statuses[s] for s in SETTLING) and not reservations["held"]
         if stock_settled and settled_after is None:
@@ -448,7 +466,7 @@ def settle(args):
             break
         if time.perf_counter() > deadline:
             break
-        time.sleep(1.0)
+        time.sleep(2.0)
 
     # Final stock; GET /api/books/{id} shows copies available now (held
     # reservations already taken out).
@@ -506,6 +524,7 @@ def settle(args):
     failed = [o for o in orders if o["status"] == "failed"]
     summary = {
         "waited_s": round(time.perf_counter() - started, 1),
+        "times_from": "end of load" if args.since else "start of settle",
         "stock_settled_after_s": settled_after,
         "all_delivered_after_s": delivered_after,
         "orders_listed": len(orders),
@@ -557,13 +576,15 @@ def main():
     r.add_argument("--warmup", type=float, default=3, help="browse-only seconds, not recorded")
     r.add_argument("--concurrency", type=int, default=32)
     r.add_argument("--order-share", type=float, default=0.2)
-    r.add_argument("--sample-every", type=int, default=5, help="poll every n-th accepted order")
-    r.add_argument("--poll-grace", type=float, default=60, help="seconds to keep polling after the run")
+    r.add_argument("--sample-every", type=int, default=10, help="poll every n-th accepted order")
+    r.add_argument("--settle-json", help="then settle and check (as `settle`), summary here")
+    r.add_argument("--settle-max", type=float, default=120, help="bound of the settle wait, seconds")
     r.add_argument("--seed", type=int, default=42)
     r.add_argument("--orders-out")
     s = sub.add_parser("settle", parents=[common])
     s.add_argument("--orders-in")
     s.add_argument("--max-wait", type=float, default=120)
+    s.add_argument("--since", type=float, help="epoch seconds the load ended; times are from there")
     args = parser.parse_args()
     return run(args) if args.command == "run" else settle(args)
 

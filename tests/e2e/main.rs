@@ -15,7 +15,7 @@ struct Stack {
     child: Child,
     base: String,
     http: reqwest::Client,
-    _data: tempfile_dir::Dir,
+    _data: Option<tempfile_dir::Dir>,
 }
 
 mod tempfile_dir {
@@ -64,12 +64,20 @@ fn zocalo() -> Command {
 impl Stack {
     fn start() -> Self {
         let data = tempfile_dir::Dir::new();
-        let port = free_port();
+        let mut stack = Self::start_in(&data.0, free_port(), &[]);
+        stack._data = Some(data);
+        stack
+    }
+
+    /// `zocalo up` over an existing data directory (a restart), with extra
+    /// environment.
+    fn start_in(data: &std::path::Path, port: u16, env: &[(&str, &str)]) -> Self {
         let mut child = zocalo()
             .args(["up", "--port", &port.to_string(), "--data-dir"])
-            .arg(&data.0)
+            .arg(data)
             .env("ZOCALO_ADMIN_EMAIL", ADMIN_EMAIL)
             .env("ZOCALO_ORDERS__SHIPPING_STEP_MS", "100")
+            .envs(env.iter().copied())
             .env("ZOCALO_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -97,7 +105,7 @@ impl Stack {
             child,
             base,
             http: reqwest::Client::new(),
-            _data: data,
+            _data: None,
         }
     }
 
@@ -378,6 +386,118 @@ async fn a_buyer_receives_a_book_a_seller_listed() {
         .unwrap();
     assert_eq!(sales[0]["title"], "Rayuela");
     assert!(stack.stop().success());
+}
+
+async fn list_book(stack: &Stack, seller: &Value, stock: u32) -> Value {
+    let listed = stack
+        .http
+        .post(stack.url("/api/books"))
+        .bearer_auth(access(seller))
+        .json(&json!({
+            "title": "Pedro Páramo", "author": "Juan Rulfo", "isbn": "9780802133908",
+            "description": "Paperback.", "condition": "like_new",
+            "price": {"amount": "11.00", "currency": "USD"}, "stock": stock
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 201);
+    listed.json().await.unwrap()
+}
+
+async fn order_status(stack: &Stack, buyer: &Value, order: &str) -> Value {
+    stack
+        .http
+        .get(stack.url(&format!("/api/orders/{order}")))
+        .bearer_auth(access(buyer))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn wait_for_status(stack: &Stack, buyer: &Value, order: &str, status: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let current = order_status(stack, buyer, order).await;
+        if current["status"] == status {
+            return current;
+        }
+        assert!(Instant::now() < deadline, "order never {status}: {current}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// SIGKILL the whole process while the worker is inside the payment step,
+/// restart it on the same data: the job comes back after its visibility
+/// timeout and the order completes, with one charge and one copy sold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_killed_mid_payment_resumes_and_charges_once() {
+    let data = tempfile_dir::Dir::new();
+    let port = free_port();
+    let slow = [
+        ("ZOCALO_ORDERS__PAYMENT_LATENCY_MS", "5000"),
+        ("ZOCALO_ORDERS__JOB_VISIBILITY_MS", "2000"),
+    ];
+    let mut first = Stack::start_in(&data.0, port, &slow);
+    let seller = register_and_login(&first, "sara@example.com").await;
+    let buyer = register_and_login(&first, "beto@example.com").await;
+    let book = list_book(&first, &seller, 3).await;
+    let placed = first
+        .http
+        .post(first.url("/api/orders"))
+        .bearer_auth(access(&buyer))
+        .header("idempotency-key", "crash-test")
+        .json(&json!({
+            "items": [{"book_id": book["id"], "quantity": 1}],
+            "shipping_address": "Comala, Colima",
+            "provider": "fedex",
+            "card": "4242424242424242"
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(placed.status(), 202);
+    let order = placed.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Reserved means the worker is now waiting on the (slow) card processor.
+    wait_for_status(&first, &buyer, &order, "reserved").await;
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+
+    let second = Stack::start_in(
+        &data.0,
+        port,
+        &[("ZOCALO_ORDERS__JOB_VISIBILITY_MS", "2000")],
+    );
+    let done = wait_for_status(&second, &buyer, &order, "delivered").await;
+    assert_eq!(done["total_cents"], 1100);
+    let after: Value = second
+        .http
+        .get(second.url(&format!("/api/books/{}", book["id"].as_str().unwrap())))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(after["stock"], 2, "one copy sold, whatever the crash");
+    let orders = zocalo_orders::store::open(&zocalo_store::DatabaseSettings {
+        url: format!("sqlite://{}", data.0.join("orders.db").display()),
+        read_url: None,
+        max_connections: 1,
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        orders.charges(order.parse().unwrap()).await.unwrap(),
+        ["captured"]
+    );
+    assert!(second.stop().success());
 }
 
 #[test]

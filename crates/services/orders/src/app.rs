@@ -51,6 +51,10 @@ pub struct Settings {
     pub reservation_ttl_secs: u32,
     pub relay_interval_ms: u64,
     pub worker_concurrency: usize,
+    /// How long a job a worker took stays hidden from the others: if that
+    /// worker dies, the job runs again after this long. Longer than the
+    /// slowest step (payment latency included).
+    pub job_visibility_ms: u64,
 }
 
 impl Default for Settings {
@@ -74,6 +78,7 @@ impl Default for Settings {
             reservation_ttl_secs: 900,
             relay_interval_ms: 200,
             worker_concurrency: 4,
+            job_visibility_ms: 30_000,
         }
     }
 }
@@ -178,7 +183,7 @@ impl Application {
 pub struct Worker {
     saga: Arc<Saga>,
     bus: Bus,
-    concurrency: usize,
+    options: WorkerOptions,
 }
 
 impl Worker {
@@ -203,18 +208,16 @@ impl Worker {
             reservation_ttl_secs: settings.reservation_ttl_secs,
             shipping_step: Duration::from_millis(settings.shipping_step_ms),
         });
-        Ok(Self {
-            saga,
-            bus,
+        let options = WorkerOptions {
             concurrency: settings.worker_concurrency.max(1),
-        })
+            visibility: Duration::from_millis(settings.job_visibility_ms.max(100)),
+            ..WorkerOptions::default()
+        };
+        Ok(Self { saga, bus, options })
     }
 
     pub async fn run_until_stopped(self, shutdown: CancellationToken) {
-        let options = WorkerOptions {
-            concurrency: self.concurrency,
-            ..WorkerOptions::default()
-        };
+        let options = self.options;
         let process = zocalo_bus::run_worker(
             self.bus.jobs.clone(),
             contract::PROCESS_QUEUE,
