@@ -49,43 +49,58 @@ fn order_from_row(row: &Row) -> Order {
     }
 }
 
-async fn with_details<C: GenericClient>(client: &C, mut order: Order) -> Result<Order, StoreError> {
-    let rows = client
+/// Attach lines and shipments to `orders` with two queries in all, however
+/// many orders there are (a buyer's list must not cost a round trip each).
+async fn with_details<C: GenericClient>(
+    client: &C,
+    mut orders: Vec<Order>,
+) -> Result<Vec<Order>, StoreError> {
+    let ids: Vec<Uuid> = orders.iter().map(|o| o.id).collect();
+    let items = client
         .query(
-            "SELECT book_id, quantity, seller_id, title, unit_price_cents, currency FROM order_items WHERE order_id = $1 ORDER BY ctid",
-            &[&order.id],
+            "SELECT order_id, book_id, quantity, seller_id, title, unit_price_cents, currency \
+             FROM order_items WHERE order_id = ANY($1) ORDER BY ctid",
+            &[&ids],
         )
         .await?;
-    order.items = rows
-        .iter()
-        .map(|row| Line {
-            book_id: row.get(0),
-            quantity: row.get::<_, i32>(1) as u32,
-            seller_id: row.get(2),
-            title: row.get(3),
-            unit_price_cents: row.get(4),
-            currency: row.get(5),
-        })
-        .collect();
-    order.shipment = client
-        .query_opt(
-            "SELECT provider, tracking_number, status, updated_at FROM shipments WHERE order_id = $1",
-            &[&order.id],
+    let shipments = client
+        .query(
+            "SELECT order_id, provider, tracking_number, status, updated_at FROM shipments WHERE order_id = ANY($1)",
+            &[&ids],
         )
-        .await?
-        .map(|row| Shipment {
-            provider: row.get(0),
-            tracking_number: row.get(1),
-            status: row.get(2),
-            updated_at: row.get(3),
-        });
-    Ok(order)
+        .await?;
+    for order in &mut orders {
+        order.items = items
+            .iter()
+            .filter(|row| row.get::<_, Uuid>(0) == order.id)
+            .map(|row| Line {
+                book_id: row.get(1),
+                quantity: row.get::<_, i32>(2) as u32,
+                seller_id: row.get(3),
+                title: row.get(4),
+                unit_price_cents: row.get(5),
+                currency: row.get(6),
+            })
+            .collect();
+        order.shipment = shipments
+            .iter()
+            .find(|row| row.get::<_, Uuid>(0) == order.id)
+            .map(|row| Shipment {
+                provider: row.get(1),
+                tracking_number: row.get(2),
+                status: row.get(3),
+                updated_at: row.get(4),
+            });
+    }
+    Ok(orders)
 }
 
 async fn load_order<C: GenericClient>(client: &C, id: Uuid) -> Result<Option<Order>, StoreError> {
     let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1");
     match client.query_opt(&sql, &[&id]).await? {
-        Some(row) => Ok(Some(with_details(client, order_from_row(&row)).await?)),
+        Some(row) => Ok(with_details(client, vec![order_from_row(&row)])
+            .await?
+            .pop()),
         None => Ok(None),
     }
 }
@@ -175,11 +190,7 @@ impl OrdersStore for PostgresStore {
         let rows = client
             .query(&sql, &[&buyer, &before, &i64::from(limit)])
             .await?;
-        let mut orders = Vec::with_capacity(rows.len());
-        for row in &rows {
-            orders.push(with_details(&**client, order_from_row(row)).await?);
-        }
-        Ok(orders)
+        with_details(&**client, rows.iter().map(order_from_row).collect()).await
     }
 
     async fn mark_reserved(
