@@ -2,12 +2,14 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::FromRef;
 use jsonwebtoken::jwk::JwkSet;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use zocalo_http::auth::{KeySource, TokenVerifier};
+use zocalo_http::conditional::ReadCache;
 use zocalo_http::server::Server;
 use zocalo_store::DatabaseSettings;
 
@@ -26,6 +28,9 @@ pub struct Settings {
     pub audience: String,
     /// `Cache-Control: max-age` of public reads, in seconds.
     pub cache_max_age_secs: u32,
+    /// How long a rendered public read is served from memory at most
+    /// (writes on this instance clear it at once); 0 turns the cache off.
+    pub read_cache_ttl_ms: u64,
 }
 
 impl Default for Settings {
@@ -39,6 +44,7 @@ impl Default for Settings {
             issuer: "http://127.0.0.1:8080".into(),
             audience: "zocalo-api".into(),
             cache_max_age_secs: 30,
+            read_cache_ttl_ms: 2_000,
         }
     }
 }
@@ -57,6 +63,16 @@ impl Settings {
 pub struct AppState {
     pub store: Arc<dyn ReviewsStore>,
     pub verifier: Arc<TokenVerifier>,
+    pub read_cache: Option<Arc<ReadCache>>,
+}
+
+impl AppState {
+    /// Something public changed: rendered reads are stale.
+    pub fn changed(&self) {
+        if let Some(cache) = &self.read_cache {
+            cache.invalidate();
+        }
+    }
 }
 
 impl FromRef<AppState> for Arc<TokenVerifier> {
@@ -94,7 +110,13 @@ impl Application {
         verifier: Arc<TokenVerifier>,
     ) -> anyhow::Result<Self> {
         let store = store::open(&settings.database()).await?;
-        let state = AppState { store, verifier };
+        let read_cache = (settings.read_cache_ttl_ms > 0)
+            .then(|| ReadCache::new(10_000, Duration::from_millis(settings.read_cache_ttl_ms)));
+        let state = AppState {
+            store,
+            verifier,
+            read_cache,
+        };
         Ok(Self {
             server: Server::bind(
                 settings.listen,

@@ -26,6 +26,7 @@ const MAX_COMPARED: usize = 10;
 
 pub fn router(state: AppState, cache_max_age_secs: u32) -> Router {
     let ready_store = state.store.clone();
+    let read_cache = state.read_cache.clone();
     let api = Router::new()
         .route("/api/cameras", get(list_cameras).post(create_camera))
         .route("/api/cameras/{id}", get(get_camera))
@@ -40,7 +41,12 @@ pub fn router(state: AppState, cache_max_age_secs: u32) -> Router {
         .route("/api/content/{id}", get(get_review))
         .route("/api/compare", get(compare))
         .layer(middleware::from_fn(move |req, next| {
-            zocalo_http::conditional::conditional_get(cache_max_age_secs, req, next)
+            zocalo_http::conditional::conditional_get(
+                cache_max_age_secs,
+                read_cache.clone(),
+                req,
+                next,
+            )
         }))
         .with_state(state);
     let ready: zocalo_telemetry::ReadinessCheck = std::sync::Arc::new(move || {
@@ -197,6 +203,7 @@ async fn create_camera(
         .create_camera(camera)
         .await
         .map_err(|e| conflict_as(e, "camera"))?;
+    state.changed();
     created(format!("/api/cameras/{}", camera.id), camera)
 }
 
@@ -241,6 +248,7 @@ async fn create_lens(
         .create_lens(lens)
         .await
         .map_err(|e| conflict_as(e, "lens"))?;
+    state.changed();
     created(format!("/api/lenses/{}", lens.id), lens)
 }
 
@@ -293,6 +301,7 @@ async fn create_review(
             other => other.into(),
         })?;
     metrics::counter!("reviews_published_total").increment(1);
+    state.changed();
     created(format!("/api/reviews/{}", review.id), review)
 }
 
@@ -357,12 +366,9 @@ async fn update_review(
 ) -> Result<Json<Review>, Problem> {
     let changes = patch.validate()?;
     own_review(&state, &user, id).await?;
-    state
-        .store
-        .update_review(id, changes)
-        .await?
-        .map(Json)
-        .ok_or_else(Problem::not_found)
+    let updated = state.store.update_review(id, changes).await?;
+    state.changed();
+    updated.map(Json).ok_or_else(Problem::not_found)
 }
 
 /// Delete one's own review (editor; admin any).
@@ -375,6 +381,7 @@ async fn delete_review(
 ) -> Result<StatusCode, Problem> {
     own_review(&state, &user, id).await?;
     if state.store.delete_review(id).await? {
+        state.changed();
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(Problem::not_found())

@@ -30,7 +30,7 @@ pub fn router(state: AppState, cache_max_age_secs: u32) -> Router {
                 .delete(books::withdraw),
         )
         .layer(middleware::from_fn(move |req, next| {
-            zocalo_http::conditional::conditional_get(cache_max_age_secs, req, next)
+            zocalo_http::conditional::conditional_get(cache_max_age_secs, None, req, next)
         }));
     let internal = Router::new()
         .route("/internal/reservations", post(reservations::reserve))
