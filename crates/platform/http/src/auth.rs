@@ -82,6 +82,12 @@ pub enum KeySource {
     Static(JwkSet),
 }
 
+impl From<JwkSet> for KeySource {
+    fn from(keys: JwkSet) -> Self {
+        KeySource::Static(keys)
+    }
+}
+
 /// Verifies access tokens against a cached JWKS.
 pub struct TokenVerifier {
     source: KeySource,

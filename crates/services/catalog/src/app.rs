@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::FromRef;
-use jsonwebtoken::jwk::JwkSet;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use zocalo_http::auth::{KeySource, TokenVerifier};
@@ -83,28 +82,17 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let verifier = TokenVerifier::new(
-            KeySource::Url(settings.jwks_url.clone()),
-            &settings.issuer,
-            &settings.audience,
-        );
-        Self::build_with_verifier(settings, verifier).await
+        let keys = KeySource::Url(settings.jwks_url.clone());
+        Self::build_with_keys(settings, keys).await
     }
 
-    /// Build with fixed verification keys (tests mint their own tokens).
-    pub async fn build_with_keys(settings: Settings, keys: JwkSet) -> anyhow::Result<Self> {
-        let verifier = TokenVerifier::new(
-            KeySource::Static(keys),
-            &settings.issuer,
-            &settings.audience,
-        );
-        Self::build_with_verifier(settings, verifier).await
-    }
-
-    async fn build_with_verifier(
+    /// Build with a given key source; tests pass the JWK set of the tokens
+    /// they mint.
+    pub async fn build_with_keys(
         settings: Settings,
-        verifier: Arc<TokenVerifier>,
+        keys: impl Into<KeySource>,
     ) -> anyhow::Result<Self> {
+        let verifier = TokenVerifier::new(keys.into(), &settings.issuer, &settings.audience);
         let store = store::open(&settings.database()).await?;
         let state = AppState {
             store: store.clone(),

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use axum::extract::FromRef;
 use futures_util::FutureExt;
-use jsonwebtoken::jwk::JwkSet;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -125,27 +124,17 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let verifier = TokenVerifier::new(
-            KeySource::Url(settings.jwks_url.clone()),
-            &settings.issuer,
-            &settings.audience,
-        );
-        Self::build_with_verifier(settings, verifier).await
+        let keys = KeySource::Url(settings.jwks_url.clone());
+        Self::build_with_keys(settings, keys).await
     }
 
-    pub async fn build_with_keys(settings: Settings, keys: JwkSet) -> anyhow::Result<Self> {
-        let verifier = TokenVerifier::new(
-            KeySource::Static(keys),
-            &settings.issuer,
-            &settings.audience,
-        );
-        Self::build_with_verifier(settings, verifier).await
-    }
-
-    async fn build_with_verifier(
+    /// Build with a given key source; tests pass the JWK set of the tokens
+    /// they mint.
+    pub async fn build_with_keys(
         settings: Settings,
-        verifier: Arc<TokenVerifier>,
+        keys: impl Into<KeySource>,
     ) -> anyhow::Result<Self> {
+        let verifier = TokenVerifier::new(keys.into(), &settings.issuer, &settings.audience);
         let store = store::open(&settings.database()).await?;
         let bus = zocalo_bus::connect(&settings.bus_url).await?;
         let state = AppState {
