@@ -257,6 +257,28 @@ pub async fn expect_problem(response: reqwest::Response, status: u16) -> serde_j
     body
 }
 
+/// A POST with malformed JSON gets 400 and one whose body is not declared
+/// as JSON gets 415, both as problem+json.
+pub async fn assert_rejects_malformed_json(client: &Client, path: &str, token: Option<&str>) {
+    let authorized = |request: reqwest::RequestBuilder| match token {
+        Some(token) => request.bearer_auth(token),
+        None => request,
+    };
+    let malformed = authorized(client.post(path))
+        .header("content-type", "application/json")
+        .body("{\"title\": \"x\",")
+        .send()
+        .await
+        .expect("request");
+    expect_problem(malformed, 400).await;
+    let undeclared = authorized(client.post(path))
+        .body("title=x")
+        .send()
+        .await
+        .expect("request");
+    expect_problem(undeclared, 415).await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -501,25 +501,7 @@ async fn public_reads_are_cacheable(backend: Backend) {
 async fn bad_input_gets_problem_json_never_500(backend: Backend) {
     let app = spawn(backend).await;
     let token = app.seller.1.clone();
-    let malformed = app
-        .api
-        .post("/api/books")
-        .bearer_auth(&token)
-        .header("content-type", "application/json")
-        .body("{\"title\": \"x\",")
-        .send()
-        .await
-        .unwrap();
-    expect_problem(malformed, 400).await;
-    let wrong_type = app
-        .api
-        .post("/api/books")
-        .bearer_auth(&token)
-        .body("title=x")
-        .send()
-        .await
-        .unwrap();
-    expect_problem(wrong_type, 415).await;
+    zocalo_testkit::assert_rejects_malformed_json(&app.api, "/api/books", Some(&token)).await;
     let mut wrong_field = listing("T", "A", "1.00", 1);
     wrong_field["stock"] = json!("many");
     expect_problem(app.post_book(&token, &wrong_field).await, 422).await;

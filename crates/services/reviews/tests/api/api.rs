@@ -438,25 +438,7 @@ async fn bad_input_gets_problem_json_never_500(backend: Backend) {
     let app = spawn(backend).await;
     let camera = app.camera("Olympus", "OM-1").await;
     let token = app.editor.1.clone();
-    let malformed = app
-        .api
-        .post("/api/reviews")
-        .bearer_auth(&token)
-        .header("content-type", "application/json")
-        .body("{\"title\": \"x\",")
-        .send()
-        .await
-        .unwrap();
-    expect_problem(malformed, 400).await;
-    let wrong_type = app
-        .api
-        .post("/api/reviews")
-        .bearer_auth(&token)
-        .body("title=x")
-        .send()
-        .await
-        .unwrap();
-    expect_problem(wrong_type, 415).await;
+    zocalo_testkit::assert_rejects_malformed_json(&app.api, "/api/reviews", Some(&token)).await;
     let wrong_field_type = app
         .post_review(
             &token,
