@@ -338,24 +338,8 @@ async fn a_buyer_receives_a_book_a_seller_listed() {
     let order: Value = placed.json().await.unwrap();
     let order_url = stack.url(&format!("/api/orders/{}", order["id"].as_str().unwrap()));
 
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let delivered = loop {
-        let current: Value = http
-            .get(&order_url)
-            .bearer_auth(access(&buyer))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if current["status"] == "delivered" {
-            break current;
-        }
-        assert_ne!(current["status"], "failed", "{current}");
-        assert!(Instant::now() < deadline, "order stuck: {current}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let delivered =
+        wait_for_status(&stack, &buyer, order["id"].as_str().unwrap(), "delivered").await;
     assert_eq!(delivered["total_cents"], 1850);
     assert_eq!(delivered["shipment"]["provider"], "dhl");
 
