@@ -61,7 +61,7 @@ pub struct Camera {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct CameraInput {
     pub brand: String,
     pub model: String,
@@ -101,7 +101,7 @@ pub struct Lens {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct LensInput {
     pub brand: String,
     pub model: String,
@@ -171,7 +171,7 @@ pub struct Review {
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ReviewInput {
     pub title: String,
     pub content: String,

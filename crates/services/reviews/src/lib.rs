@@ -7,6 +7,7 @@
 
 mod app;
 pub mod domain;
+mod idempotency;
 mod routes;
 pub mod store;
 

@@ -2,7 +2,7 @@
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -19,6 +19,8 @@ use crate::domain::{
     Camera, CameraInput, ContentQuery, EquipmentQuery, Lens, LensInput, Review, ReviewInput,
     ReviewPatch, ReviewStats, Target,
 };
+use crate::idempotency;
+use crate::store::{Created, ResourceKind};
 
 const DEFAULT_LIMIT: u32 = 20;
 const MAX_LIMIT: u32 = 100;
@@ -150,6 +152,19 @@ fn conflict_as(error: StoreError, what: &str) -> Problem {
     }
 }
 
+/// The optional `Idempotency-Key` of the creating requests.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // documents a header read from the `HeaderMap`
+struct IdempotencyKeyHeader {
+    /// Up to 200 visible ASCII characters, chosen by the client per
+    /// operation (a UUID is a good choice). A repeat with the same key and
+    /// body within 24 hours gets the first answer again; with a different
+    /// body, a 422. Scoped per caller.
+    #[param(rename = "Idempotency-Key")]
+    idempotency_key: Option<String>,
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct EquipmentParams {
     /// Exact brand, case-insensitive.
@@ -188,23 +203,33 @@ pub struct ReviewPage {
     next_cursor: Option<Uuid>,
 }
 
-/// List a camera (editor).
+/// List a camera (editor). Repeating the request with the same
+/// `Idempotency-Key` answers as the first time and lists nothing new.
 #[utoipa::path(post, path = "/api/cameras", request_body = CameraInput, security(("bearer" = [])),
-    responses((status = 201, body = Camera), (status = 401), (status = 403), (status = 409), (status = 422)))]
+    params(IdempotencyKeyHeader),
+    responses((status = 201, body = Camera), (status = 400, description = "malformed Idempotency-Key"), (status = 401), (status = 403), (status = 409),
+        (status = 422, description = "invalid input, or the key was used for a different request")))]
 async fn create_camera(
     State(state): State<AppState>,
     user: AuthUser,
+    headers: HeaderMap,
     Json(input): Json<CameraInput>,
 ) -> Result<Response, Problem> {
     editor_id(&user)?;
+    let claim = idempotency::claim(&headers, &user, ResourceKind::Camera, &input)?;
     let camera = input.validate()?;
-    let camera = state
+    let outcome = state
         .store
-        .create_camera(camera)
+        .create_camera(camera, claim.clone())
         .await
         .map_err(|e| conflict_as(e, "camera"))?;
-    state.changed();
-    created(format!("/api/cameras/{}", camera.id), camera)
+    match outcome {
+        Created::New(camera) => {
+            state.changed();
+            created(format!("/api/cameras/{}", camera.id), camera)
+        }
+        Created::Existing(record) => idempotency::replay(record, claim.as_ref(), "/api/cameras"),
+    }
 }
 
 /// Cameras in the order they were listed.
@@ -233,23 +258,33 @@ async fn get_camera(
         .ok_or_else(Problem::not_found)
 }
 
-/// List a lens (editor).
+/// List a lens (editor). Repeating the request with the same
+/// `Idempotency-Key` answers as the first time and lists nothing new.
 #[utoipa::path(post, path = "/api/lenses", request_body = LensInput, security(("bearer" = [])),
-    responses((status = 201, body = Lens), (status = 401), (status = 403), (status = 409), (status = 422)))]
+    params(IdempotencyKeyHeader),
+    responses((status = 201, body = Lens), (status = 400, description = "malformed Idempotency-Key"), (status = 401), (status = 403), (status = 409),
+        (status = 422, description = "invalid input, or the key was used for a different request")))]
 async fn create_lens(
     State(state): State<AppState>,
     user: AuthUser,
+    headers: HeaderMap,
     Json(input): Json<LensInput>,
 ) -> Result<Response, Problem> {
     editor_id(&user)?;
+    let claim = idempotency::claim(&headers, &user, ResourceKind::Lens, &input)?;
     let lens = input.validate()?;
-    let lens = state
+    let outcome = state
         .store
-        .create_lens(lens)
+        .create_lens(lens, claim.clone())
         .await
         .map_err(|e| conflict_as(e, "lens"))?;
-    state.changed();
-    created(format!("/api/lenses/{}", lens.id), lens)
+    match outcome {
+        Created::New(lens) => {
+            state.changed();
+            created(format!("/api/lenses/{}", lens.id), lens)
+        }
+        Created::Existing(record) => idempotency::replay(record, claim.as_ref(), "/api/lenses"),
+    }
 }
 
 /// Lenses in the order they were listed.
@@ -278,28 +313,40 @@ async fn get_lens(
         .ok_or_else(Problem::not_found)
 }
 
-/// Publish a review of exactly one camera or lens (editor).
+/// Publish a review of exactly one camera or lens (editor). Repeating the
+/// request with the same `Idempotency-Key` answers as the first time and
+/// publishes nothing new.
 #[utoipa::path(post, path = "/api/reviews", request_body = ReviewInput, security(("bearer" = [])),
-    responses((status = 201, body = Review), (status = 401), (status = 403), (status = 422)))]
+    params(IdempotencyKeyHeader),
+    responses((status = 201, body = Review), (status = 400, description = "malformed Idempotency-Key"), (status = 401), (status = 403),
+        (status = 422, description = "invalid input, or the key was used for a different request")))]
 async fn create_review(
     State(state): State<AppState>,
     user: AuthUser,
+    headers: HeaderMap,
     Json(input): Json<ReviewInput>,
 ) -> Result<Response, Problem> {
     let editor = editor_id(&user)?;
+    let claim = idempotency::claim(&headers, &user, ResourceKind::Review, &input)?;
     let name = user.name.clone().unwrap_or_else(|| "editor".into());
     let review = input.validate(editor, name)?;
     let target = review.target;
     ensure_target_exists(&state, target).await?;
-    let review = state
+    let outcome = state
         .store
-        .create_review(review)
+        .create_review(review, claim.clone())
         .await
         .map_err(|e| match e {
             // The target vanished between the check and the insert.
             StoreError::Constraint(_) => missing_target(target),
             other => other.into(),
         })?;
+    let review = match outcome {
+        Created::New(review) => review,
+        Created::Existing(record) => {
+            return idempotency::replay(record, claim.as_ref(), "/api/reviews");
+        }
+    };
     metrics::counter!("reviews_published_total").increment(1);
     state.changed();
     created(format!("/api/reviews/{}", review.id), review)

@@ -4,6 +4,12 @@
 //! in `tests/api/store.rs`. The schema enforces the rules: a review targets
 //! exactly one camera or lens that exists, ratings are 1–5, a brand/model
 //! pair is listed once.
+//!
+//! Creating methods take an optional [`IdempotencyClaim`]: the resource and
+//! the record of its key are written in one transaction, and the key's
+//! primary key (caller, key) makes a second request with the same key —
+//! on any instance, at the same moment or later — find the first one's
+//! record instead of creating again.
 
 mod postgres;
 mod sqlite;
@@ -21,18 +27,95 @@ use crate::domain::{
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
+/// How long an idempotency key is remembered at least; older records are
+/// deleted a few at a time by later keyed requests.
+pub const IDEMPOTENCY_KEY_TTL: chrono::TimeDelta = chrono::TimeDelta::hours(24);
+
+/// At most this many expired keys are deleted per keyed request, so the
+/// cleanup stays cheap however many piled up.
+const EXPIRED_KEYS_PER_SWEEP: i64 = 100;
+
+/// What a creating request with an `Idempotency-Key` is: who sent it, the
+/// key, and a fingerprint of the request (endpoint and body).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyClaim {
+    /// The token subject: keys are scoped per caller.
+    pub caller: String,
+    pub key: String,
+    pub request_hash: String,
+}
+
+/// The kind of resource a key created, recorded for operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResourceKind {
+    Camera,
+    Lens,
+    Review,
+}
+
+impl ResourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResourceKind::Camera => "camera",
+            ResourceKind::Lens => "lens",
+            ResourceKind::Review => "review",
+        }
+    }
+}
+
+/// What the first request with a key created and answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    pub request_hash: String,
+    pub resource_id: Uuid,
+    /// The JSON body of the first `201 Created`, replayed byte for byte.
+    pub response_body: String,
+}
+
+/// The outcome of a creating call.
+#[derive(Debug)]
+pub enum Created<T> {
+    /// Created now (and the key, if any, recorded with it).
+    New(T),
+    /// The caller's key was used before: what that request created. The
+    /// caller compares `request_hash` to tell a retry from a reused key.
+    Existing(KeyRecord),
+}
+
+impl<T> Created<T> {
+    /// The new resource; `None` when an earlier request with the key made it.
+    pub fn new_resource(self) -> Option<T> {
+        match self {
+            Created::New(resource) => Some(resource),
+            Created::Existing(_) => None,
+        }
+    }
+}
+
 #[async_trait]
 pub trait ReviewsStore: Send + Sync + 'static {
     /// A brand/model already listed is `StoreError::Conflict`.
-    async fn create_camera(&self, camera: Camera) -> Result<Camera, StoreError>;
+    async fn create_camera(
+        &self,
+        camera: Camera,
+        claim: Option<IdempotencyClaim>,
+    ) -> Result<Created<Camera>, StoreError>;
     async fn camera(&self, id: Uuid) -> Result<Option<Camera>, StoreError>;
     async fn cameras(&self, query: EquipmentQuery) -> Result<Vec<Camera>, StoreError>;
-    async fn create_lens(&self, lens: Lens) -> Result<Lens, StoreError>;
+    async fn create_lens(
+        &self,
+        lens: Lens,
+        claim: Option<IdempotencyClaim>,
+    ) -> Result<Created<Lens>, StoreError>;
     async fn lens(&self, id: Uuid) -> Result<Option<Lens>, StoreError>;
     async fn lenses(&self, query: EquipmentQuery) -> Result<Vec<Lens>, StoreError>;
 
     /// A target that does not exist is `StoreError::Constraint`.
-    async fn create_review(&self, review: NewReview) -> Result<Review, StoreError>;
+    async fn create_review(
+        &self,
+        review: NewReview,
+        claim: Option<IdempotencyClaim>,
+    ) -> Result<Created<Review>, StoreError>;
     async fn review(&self, id: Uuid) -> Result<Option<Review>, StoreError>;
     /// `None` when there is no such review.
     async fn update_review(

@@ -1,9 +1,14 @@
 use async_trait::async_trait;
-use tokio_postgres::Row;
+use chrono::Utc;
+use serde::Serialize;
+use tokio_postgres::{GenericClient, Row, Transaction};
 use uuid::Uuid;
 use zocalo_store::{DatabaseSettings, PgPools, StoreError};
 
-use super::ReviewsStore;
+use super::{
+    Created, EXPIRED_KEYS_PER_SWEEP, IDEMPOTENCY_KEY_TTL, IdempotencyClaim, KeyRecord,
+    ResourceKind, ReviewsStore,
+};
 use crate::domain::{
     Camera, ContentQuery, EquipmentQuery, Lens, NewReview, Review, ReviewChanges, ReviewStats,
 };
@@ -22,17 +27,104 @@ impl PostgresStore {
             pools: PgPools::connect(settings, migrations::migrations::runner()).await?,
         })
     }
+}
 
-    /// Reads that must see the caller's own write go to the primary.
-    async fn load_review_primary(&self, id: Uuid) -> Result<Option<Review>, StoreError> {
-        let client = self.pools.writer().await?;
-        let sql = format!("{REVIEW_SELECT} WHERE r.id = $1");
-        Ok(client
-            .query_opt(&sql, &[&id])
-            .await?
-            .as_ref()
-            .map(review_from_row))
+/// Reads that must see the caller's own write run on the primary (or in
+/// the writing transaction).
+async fn load_review<C: GenericClient>(client: &C, id: Uuid) -> Result<Option<Review>, StoreError> {
+    let sql = format!("{REVIEW_SELECT} WHERE r.id = $1");
+    Ok(client
+        .query_opt(&sql, &[&id])
+        .await?
+        .as_ref()
+        .map(review_from_row))
+}
+
+/// Delete a few keys older than [`IDEMPOTENCY_KEY_TTL`]. Best effort, outside
+/// the request's transaction; `SKIP LOCKED` keeps instances sweeping at the
+/// same time from waiting on each other.
+async fn sweep_expired_keys(client: &tokio_postgres::Client, claim: Option<&IdempotencyClaim>) {
+    if claim.is_none() {
+        return;
     }
+    let cutoff = Utc::now() - IDEMPOTENCY_KEY_TTL;
+    let swept = client
+        .execute(
+            "DELETE FROM idempotency_keys WHERE ctid = ANY(ARRAY( \
+             SELECT ctid FROM idempotency_keys WHERE created_at < $1 \
+             ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED))",
+            &[&cutoff, &EXPIRED_KEYS_PER_SWEEP],
+        )
+        .await;
+    if let Err(error) = swept {
+        tracing::warn!(%error, "could not delete expired idempotency keys");
+    }
+}
+
+/// Claim the caller's key for a new resource, first thing in `tx`. If a
+/// request with the same key is in flight elsewhere, the insert waits for
+/// its transaction: committed, its record is returned (and the caller must
+/// roll back); rolled back, this request takes the key.
+async fn claim_key(
+    tx: &Transaction<'_>,
+    claim: Option<&IdempotencyClaim>,
+    kind: ResourceKind,
+    id: Uuid,
+) -> Result<Option<KeyRecord>, StoreError> {
+    let Some(claim) = claim else {
+        return Ok(None);
+    };
+    // Twice at most: the record found taken may be swept as expired before
+    // it is read, and then the key is free again.
+    for _ in 0..2 {
+        let inserted = tx
+            .execute(
+                "INSERT INTO idempotency_keys (caller, key, request_hash, resource_kind, resource_id, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (caller, key) DO NOTHING",
+                &[&claim.caller, &claim.key, &claim.request_hash, &kind.as_str(), &id, &Utc::now()],
+            )
+            .await?;
+        if inserted == 1 {
+            return Ok(None);
+        }
+        let row = tx
+            .query_opt(
+                "SELECT request_hash, resource_id, response_body FROM idempotency_keys \
+                 WHERE caller = $1 AND key = $2",
+                &[&claim.caller, &claim.key],
+            )
+            .await?;
+        if let Some(row) = row {
+            return Ok(Some(KeyRecord {
+                request_hash: row.get(0),
+                resource_id: row.get(1),
+                // Set before the claiming transaction commits.
+                response_body: row.get::<_, Option<String>>(2).unwrap_or_default(),
+            }));
+        }
+    }
+    Err(StoreError::Other(
+        "idempotency key neither free nor taken".into(),
+    ))
+}
+
+/// Store the answer to replay for the claimed key, in the creating
+/// transaction.
+async fn record_response<T: Serialize>(
+    tx: &Transaction<'_>,
+    claim: Option<&IdempotencyClaim>,
+    resource: &T,
+) -> Result<(), StoreError> {
+    let Some(claim) = claim else {
+        return Ok(());
+    };
+    let body = serde_json::to_string(resource).map_err(|e| StoreError::Other(e.to_string()))?;
+    tx.execute(
+        "UPDATE idempotency_keys SET response_body = $3 WHERE caller = $1 AND key = $2",
+        &[&claim.caller, &claim.key, &body],
+    )
+    .await?;
+    Ok(())
 }
 
 const CAMERA_COLUMNS: &str = "id, brand, model, sensor, megapixels, released, created_at";
@@ -93,25 +185,38 @@ fn stats_from_row(row: &Row, offset: usize) -> ReviewStats {
 
 #[async_trait]
 impl ReviewsStore for PostgresStore {
-    async fn create_camera(&self, camera: Camera) -> Result<Camera, StoreError> {
-        let client = self.pools.writer().await?;
-        client
-            .execute(
-                &format!(
-                    "INSERT INTO cameras ({CAMERA_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
-                ),
-                &[
-                    &camera.id,
-                    &camera.brand,
-                    &camera.model,
-                    &camera.sensor,
-                    &camera.megapixels,
-                    &camera.released,
-                    &camera.created_at,
-                ],
-            )
-            .await?;
-        Ok(camera)
+    async fn create_camera(
+        &self,
+        camera: Camera,
+        claim: Option<IdempotencyClaim>,
+    ) -> Result<Created<Camera>, StoreError> {
+        let mut client = self.pools.writer().await?;
+        sweep_expired_keys(&client, claim.as_ref()).await;
+        let tx = client.transaction().await?;
+        // The key first: a concurrent request with it must wait here, not
+        // on the brand/model index (where it would fail as a duplicate).
+        if let Some(record) =
+            claim_key(&tx, claim.as_ref(), ResourceKind::Camera, camera.id).await?
+        {
+            tx.rollback().await?;
+            return Ok(Created::Existing(record));
+        }
+        tx.execute(
+            &format!("INSERT INTO cameras ({CAMERA_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"),
+            &[
+                &camera.id,
+                &camera.brand,
+                &camera.model,
+                &camera.sensor,
+                &camera.megapixels,
+                &camera.released,
+                &camera.created_at,
+            ],
+        )
+        .await?;
+        record_response(&tx, claim.as_ref(), &camera).await?;
+        tx.commit().await?;
+        Ok(Created::New(camera))
     }
 
     async fn camera(&self, id: Uuid) -> Result<Option<Camera>, StoreError> {
@@ -136,26 +241,35 @@ impl ReviewsStore for PostgresStore {
         Ok(rows.iter().map(camera_from_row).collect())
     }
 
-    async fn create_lens(&self, lens: Lens) -> Result<Lens, StoreError> {
-        let client = self.pools.writer().await?;
-        client
-            .execute(
-                &format!(
-                    "INSERT INTO lenses ({LENS_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-                ),
-                &[
-                    &lens.id,
-                    &lens.brand,
-                    &lens.model,
-                    &lens.mount,
-                    &lens.focal_min_mm,
-                    &lens.focal_max_mm,
-                    &lens.max_aperture,
-                    &lens.created_at,
-                ],
-            )
-            .await?;
-        Ok(lens)
+    async fn create_lens(
+        &self,
+        lens: Lens,
+        claim: Option<IdempotencyClaim>,
+    ) -> Result<Created<Lens>, StoreError> {
+        let mut client = self.pools.writer().await?;
+        sweep_expired_keys(&client, claim.as_ref()).await;
+        let tx = client.transaction().await?;
+        if let Some(record) = claim_key(&tx, claim.as_ref(), ResourceKind::Lens, lens.id).await? {
+            tx.rollback().await?;
+            return Ok(Created::Existing(record));
+        }
+        tx.execute(
+            &format!("INSERT INTO lenses ({LENS_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"),
+            &[
+                &lens.id,
+                &lens.brand,
+                &lens.model,
+                &lens.mount,
+                &lens.focal_min_mm,
+                &lens.focal_max_mm,
+                &lens.max_aperture,
+                &lens.created_at,
+            ],
+        )
+        .await?;
+        record_response(&tx, claim.as_ref(), &lens).await?;
+        tx.commit().await?;
+        Ok(Created::New(lens))
     }
 
     async fn lens(&self, id: Uuid) -> Result<Option<Lens>, StoreError> {
@@ -180,10 +294,21 @@ impl ReviewsStore for PostgresStore {
         Ok(rows.iter().map(lens_from_row).collect())
     }
 
-    async fn create_review(&self, review: NewReview) -> Result<Review, StoreError> {
-        let client = self.pools.writer().await?;
-        client
-            .execute(
+    async fn create_review(
+        &self,
+        review: NewReview,
+        claim: Option<IdempotencyClaim>,
+    ) -> Result<Created<Review>, StoreError> {
+        let mut client = self.pools.writer().await?;
+        sweep_expired_keys(&client, claim.as_ref()).await;
+        let tx = client.transaction().await?;
+        if let Some(record) =
+            claim_key(&tx, claim.as_ref(), ResourceKind::Review, review.id).await?
+        {
+            tx.rollback().await?;
+            return Ok(Created::Existing(record));
+        }
+        tx.execute(
                 "INSERT INTO reviews (id, title, content, rating, camera_id, lens_id, editor_id, editor_name, created_at, updated_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
                 &[
@@ -193,10 +318,12 @@ impl ReviewsStore for PostgresStore {
                 ],
             )
             .await?;
-        drop(client);
-        self.load_review_primary(review.id)
+        let created = load_review(&*tx, review.id)
             .await?
-            .ok_or(StoreError::NotFound)
+            .ok_or(StoreError::NotFound)?;
+        record_response(&tx, claim.as_ref(), &created).await?;
+        tx.commit().await?;
+        Ok(Created::New(created))
     }
 
     async fn review(&self, id: Uuid) -> Result<Option<Review>, StoreError> {
@@ -228,11 +355,10 @@ impl ReviewsStore for PostgresStore {
                 ],
             )
             .await?;
-        drop(client);
         if updated == 0 {
             return Ok(None);
         }
-        self.load_review_primary(id).await
+        load_review(&**client, id).await
     }
 
     async fn delete_review(&self, id: Uuid) -> Result<bool, StoreError> {

@@ -1,11 +1,16 @@
 use std::path::Path;
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use chrono::Utc;
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
+use serde::Serialize;
 use uuid::Uuid;
 use zocalo_store::{SqlitePool, StoreError};
 
-use super::ReviewsStore;
+use super::{
+    Created, EXPIRED_KEYS_PER_SWEEP, IDEMPOTENCY_KEY_TTL, IdempotencyClaim, KeyRecord,
+    ResourceKind, ReviewsStore,
+};
 use crate::domain::{
     Camera, ContentQuery, EquipmentQuery, Lens, NewReview, Review, ReviewChanges, ReviewStats,
     fts5_terms,
@@ -81,6 +86,65 @@ fn load_review(conn: &Connection, id: Uuid) -> Result<Option<Review>, StoreError
     Ok(conn.query_row(&sql, [id], review_from_row).optional()?)
 }
 
+/// Claim the caller's key for a new resource, first thing in `tx`, after
+/// deleting a few expired keys. `Some` is the record of an earlier request
+/// with the key; the caller must then drop `tx` (rolling it back).
+fn claim_key(
+    tx: &Transaction<'_>,
+    claim: Option<&IdempotencyClaim>,
+    kind: ResourceKind,
+    id: Uuid,
+) -> Result<Option<KeyRecord>, StoreError> {
+    let Some(claim) = claim else {
+        return Ok(None);
+    };
+    tx.execute(
+        "DELETE FROM idempotency_keys WHERE rowid IN ( \
+         SELECT rowid FROM idempotency_keys WHERE created_at < ?1 ORDER BY created_at LIMIT ?2)",
+        params![Utc::now() - IDEMPOTENCY_KEY_TTL, EXPIRED_KEYS_PER_SWEEP],
+    )?;
+    let inserted = tx.execute(
+        "INSERT INTO idempotency_keys (caller, key, request_hash, resource_kind, resource_id, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (caller, key) DO NOTHING",
+        params![claim.caller, claim.key, claim.request_hash, kind.as_str(), id, Utc::now()],
+    )?;
+    if inserted == 1 {
+        return Ok(None);
+    }
+    // The writer connection is this instance's only one and transactions
+    // are IMMEDIATE, so a taken key is a committed record.
+    Ok(Some(tx.query_row(
+        "SELECT request_hash, resource_id, response_body FROM idempotency_keys \
+         WHERE caller = ?1 AND key = ?2",
+        params![claim.caller, claim.key],
+        |row| {
+            Ok(KeyRecord {
+                request_hash: row.get(0)?,
+                resource_id: row.get(1)?,
+                response_body: row.get::<_, Option<String>>(2)?.unwrap_or_default(),
+            })
+        },
+    )?))
+}
+
+/// Store the answer to replay for the claimed key, in the creating
+/// transaction.
+fn record_response<T: Serialize>(
+    tx: &Transaction<'_>,
+    claim: Option<&IdempotencyClaim>,
+    resource: &T,
+) -> Result<(), StoreError> {
+    let Some(claim) = claim else {
+        return Ok(());
+    };
+    let body = serde_json::to_string(resource).map_err(|e| StoreError::Other(e.to_string()))?;
+    tx.execute(
+        "UPDATE idempotency_keys SET response_body = ?3 WHERE caller = ?1 AND key = ?2",
+        params![claim.caller, claim.key, body],
+    )?;
+    Ok(())
+}
+
 fn stats(conn: &Connection, column: &str, id: Uuid) -> Result<ReviewStats, StoreError> {
     let sql = format!("SELECT COUNT(*), AVG(rating) FROM reviews WHERE {column} = ?1");
     Ok(conn.query_row(&sql, [id], |row| {
@@ -93,10 +157,20 @@ fn stats(conn: &Connection, column: &str, id: Uuid) -> Result<ReviewStats, Store
 
 #[async_trait]
 impl ReviewsStore for SqliteStore {
-    async fn create_camera(&self, camera: Camera) -> Result<Camera, StoreError> {
+    async fn create_camera(
+        &self,
+        camera: Camera,
+        claim: Option<IdempotencyClaim>,
+    ) -> Result<Created<Camera>, StoreError> {
         self.pool
             .write(move |conn| {
-                conn.execute(
+                let tx = conn.transaction()?;
+                if let Some(record) =
+                    claim_key(&tx, claim.as_ref(), ResourceKind::Camera, camera.id)?
+                {
+                    return Ok(Created::Existing(record));
+                }
+                tx.execute(
                     &format!(
                         "INSERT INTO cameras ({CAMERA_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
                     ),
@@ -110,7 +184,9 @@ impl ReviewsStore for SqliteStore {
                         camera.created_at
                     ],
                 )?;
-                Ok(camera)
+                record_response(&tx, claim.as_ref(), &camera)?;
+                tx.commit()?;
+                Ok(Created::New(camera))
             })
             .await
     }
@@ -141,14 +217,24 @@ impl ReviewsStore for SqliteStore {
             .await
     }
 
-    async fn create_lens(&self, lens: Lens) -> Result<Lens, StoreError> {
+    async fn create_lens(
+        &self,
+        lens: Lens,
+        claim: Option<IdempotencyClaim>,
+    ) -> Result<Created<Lens>, StoreError> {
         self.pool
             .write(move |conn| {
-                conn.execute(
+                let tx = conn.transaction()?;
+                if let Some(record) = claim_key(&tx, claim.as_ref(), ResourceKind::Lens, lens.id)? {
+                    return Ok(Created::Existing(record));
+                }
+                tx.execute(
                     &format!("INSERT INTO lenses ({LENS_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
                     params![lens.id, lens.brand, lens.model, lens.mount, lens.focal_min_mm, lens.focal_max_mm, lens.max_aperture, lens.created_at],
                 )?;
-                Ok(lens)
+                record_response(&tx, claim.as_ref(), &lens)?;
+                tx.commit()?;
+                Ok(Created::New(lens))
             })
             .await
     }
@@ -179,10 +265,20 @@ impl ReviewsStore for SqliteStore {
             .await
     }
 
-    async fn create_review(&self, review: NewReview) -> Result<Review, StoreError> {
+    async fn create_review(
+        &self,
+        review: NewReview,
+        claim: Option<IdempotencyClaim>,
+    ) -> Result<Created<Review>, StoreError> {
         self.pool
             .write(move |conn| {
-                conn.execute(
+                let tx = conn.transaction()?;
+                if let Some(record) =
+                    claim_key(&tx, claim.as_ref(), ResourceKind::Review, review.id)?
+                {
+                    return Ok(Created::Existing(record));
+                }
+                tx.execute(
                     "INSERT INTO reviews (id, title, content, rating, camera_id, lens_id, editor_id, editor_name, created_at, updated_at) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
                     params![
@@ -191,7 +287,10 @@ impl ReviewsStore for SqliteStore {
                         review.editor_id, review.editor_name, review.created_at
                     ],
                 )?;
-                load_review(conn, review.id)?.ok_or(StoreError::NotFound)
+                let created = load_review(&tx, review.id)?.ok_or(StoreError::NotFound)?;
+                record_response(&tx, claim.as_ref(), &created)?;
+                tx.commit()?;
+                Ok(Created::New(created))
             })
             .await
     }

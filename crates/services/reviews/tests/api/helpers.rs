@@ -19,11 +19,21 @@ impl Drop for TestApp {
     }
 }
 
-pub async fn spawn(backend: Backend) -> TestApp {
-    let db = zocalo_testkit::database(backend).await.expect("database");
-    let tokens = TestTokens::new();
+/// Another instance of the app under test, on the same database.
+pub struct Instance {
+    pub api: Client,
+    shutdown: CancellationToken,
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn start(database_url: &str, tokens: &TestTokens) -> (Client, CancellationToken) {
     let settings = Settings {
-        database_url: db.url.clone(),
+        database_url: database_url.into(),
         database_max_connections: 4,
         issuer: zocalo_testkit::ISSUER.into(),
         audience: zocalo_testkit::AUDIENCE.into(),
@@ -35,10 +45,17 @@ pub async fn spawn(backend: Backend) -> TestApp {
     let port = app.port();
     let shutdown = CancellationToken::new();
     tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    (Client::new(format!("http://127.0.0.1:{port}")), shutdown)
+}
+
+pub async fn spawn(backend: Backend) -> TestApp {
+    let db = zocalo_testkit::database(backend).await.expect("database");
+    let tokens = TestTokens::new();
+    let (api, shutdown) = start(&db.url, &tokens).await;
     let editor_id = Uuid::now_v7();
     let editor_token = tokens.token(&editor_id.to_string(), &["editor"]);
     TestApp {
-        api: Client::new(format!("http://127.0.0.1:{port}")),
+        api,
         tokens,
         editor: (editor_id, editor_token),
         shutdown,
@@ -47,6 +64,13 @@ pub async fn spawn(backend: Backend) -> TestApp {
 }
 
 impl TestApp {
+    /// A second instance sharing this one's database and token keys, as
+    /// when several run behind the gateway.
+    pub async fn another_instance(&self) -> Instance {
+        let (api, shutdown) = start(&self._db.url, &self.tokens).await;
+        Instance { api, shutdown }
+    }
+
     pub fn token_for(&self, roles: &[&str]) -> (Uuid, String) {
         let id = Uuid::now_v7();
         (id, self.tokens.token(&id.to_string(), roles))
