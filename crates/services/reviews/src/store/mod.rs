@@ -82,16 +82,6 @@ pub enum Created<T> {
     Existing(KeyRecord),
 }
 
-impl<T> Created<T> {
-    /// The new resource; `None` when an earlier request with the key made it.
-    pub fn new_resource(self) -> Option<T> {
-        match self {
-            Created::New(resource) => Some(resource),
-            Created::Existing(_) => None,
-        }
-    }
-}
-
 #[async_trait]
 pub trait ReviewsStore: Send + Sync + 'static {
     /// A brand/model already listed is `StoreError::Conflict`.
