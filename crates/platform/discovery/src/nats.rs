@@ -26,6 +26,8 @@ use crate::{Discovery, DiscoveryError, Instance, Instances, check_name, publish}
 /// answering; an empty bucket sends nothing, so this bounds that case.
 const INITIAL_QUIET: Duration = Duration::from_millis(300);
 const INITIAL_LIMIT: Duration = Duration::from_secs(3);
+/// How long deregistering may wait on NATS, per step.
+const LEAVE_LIMIT: Duration = Duration::from_secs(3);
 /// The longest pause between attempts to re-open a broken watch.
 const MAX_RETRY: Duration = Duration::from_secs(1);
 
@@ -37,6 +39,7 @@ struct Link {
 }
 
 pub struct NatsDiscovery {
+    bucket: Arc<Bucket>,
     store: Store,
     ttl: Duration,
     link: watch::Receiver<Link>,
@@ -72,9 +75,14 @@ impl NatsDiscovery {
             .connect(url)
             .await
             .map_err(DiscoveryError::unavailable)?;
-        let js = jetstream::new(client);
-        let store = open_bucket(&js, bucket, ttl).await?;
+        let bucket = Arc::new(Bucket {
+            js: jetstream::new(client),
+            name: bucket.to_owned(),
+            ttl,
+        });
+        let store = bucket.open().await?;
         Ok(Self {
+            bucket,
             store,
             ttl,
             link: link.subscribe(),
@@ -108,11 +116,11 @@ impl NatsDiscovery {
             .map_err(DiscoveryError::unavailable)?;
         let stop = CancellationToken::new();
         let heartbeats = tokio::spawn(heartbeat_loop(
+            self.bucket.clone(),
             self.store.clone(),
             key.clone(),
             value,
             heartbeat,
-            self.ttl,
             stop.clone(),
         ));
         tracing::info!(%key, url = %instance.url, "registered in discovery");
@@ -137,43 +145,70 @@ fn track_link(link: &watch::Sender<Link>, event: &async_nats::Event) {
     }
 }
 
-/// Open the bucket, creating it if needed. Several processes may do this at
-/// once, and a server older than the client's KV defaults may refuse
-/// `create_key_value`: then the backing stream is created by hand, and an
-/// existing bucket is simply opened.
-async fn open_bucket(js: &Context, bucket: &str, ttl: Duration) -> Result<Store, DiscoveryError> {
-    let config = kv::Config {
-        bucket: bucket.to_owned(),
-        history: 1,
-        max_age: ttl,
-        storage: StorageType::File,
-        ..Default::default()
-    };
-    match js.create_key_value(config).await {
-        Ok(store) => return Ok(store),
-        Err(error) => {
-            tracing::debug!(%bucket, %error, "create_key_value refused; creating the stream")
+/// The bucket's name and how to (re-)create it.
+struct Bucket {
+    js: Context,
+    name: String,
+    ttl: Duration,
+}
+
+impl Bucket {
+    /// Open the bucket, creating it if needed. Several processes may do
+    /// this at once, and a server older than the client's KV defaults may
+    /// refuse `create_key_value`: then the backing stream is created by
+    /// hand, and an existing bucket is simply opened.
+    async fn open(&self) -> Result<Store, DiscoveryError> {
+        let (bucket, ttl) = (&self.name, self.ttl);
+        let config = kv::Config {
+            bucket: bucket.clone(),
+            history: 1,
+            max_age: ttl,
+            storage: StorageType::File,
+            ..Default::default()
+        };
+        match self.js.create_key_value(config).await {
+            Ok(store) => return Ok(store),
+            Err(error) => {
+                tracing::debug!(%bucket, %error, "create_key_value refused; creating the stream");
+            }
+        }
+        let stream = stream::Config {
+            name: format!("KV_{bucket}"),
+            subjects: vec![format!("$KV.{bucket}.>")],
+            max_messages_per_subject: 1,
+            max_age: ttl,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: DiscardPolicy::New,
+            storage: StorageType::File,
+            num_replicas: 1,
+            ..Default::default()
+        };
+        if let Err(error) = self.js.get_or_create_stream(stream).await {
+            tracing::debug!(%bucket, %error, "creating the bucket stream failed; opening it");
+        }
+        self.js
+            .get_key_value(bucket.as_str())
+            .await
+            .map_err(DiscoveryError::unavailable)
+    }
+
+    /// After a failure while connected, the bucket may be gone (a NATS
+    /// server restarted without its storage): create it again. Bounded, so
+    /// a slow server cannot stall heartbeats.
+    async fn recreate_if_connected(&self) {
+        if self.js.client().connection_state() != async_nats::connection::State::Connected {
+            return;
+        }
+        match tokio::time::timeout(self.ttl, self.open()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => {
+                tracing::debug!(bucket = %self.name, %error, "re-creating the bucket failed")
+            }
+            Err(_) => tracing::debug!(bucket = %self.name, "re-creating the bucket timed out"),
         }
     }
-    let stream = stream::Config {
-        name: format!("KV_{bucket}"),
-        subjects: vec![format!("$KV.{bucket}.>")],
-        max_messages_per_subject: 1,
-        max_age: ttl,
-        allow_rollup: true,
-        deny_delete: true,
-        allow_direct: true,
-        discard: DiscardPolicy::New,
-        storage: StorageType::File,
-        num_replicas: 1,
-        ..Default::default()
-    };
-    if let Err(error) = js.get_or_create_stream(stream).await {
-        tracing::debug!(%bucket, %error, "creating the bucket stream failed; opening it");
-    }
-    js.get_key_value(bucket)
-        .await
-        .map_err(DiscoveryError::unavailable)
 }
 
 /// A registered instance. Dropping it stops the heartbeats (the entry then
@@ -198,8 +233,9 @@ impl Registration {
         self.stop.cancel();
         // A heartbeat in flight must land before the delete, or it would
         // bring the entry back for a TTL.
-        let _ = (&mut self.heartbeats).await;
-        match tokio::time::timeout(Duration::from_secs(5), self.store.delete(&self.key)).await {
+        // Bounded: with NATS down, shutdown must not wait on it for long.
+        let _ = tokio::time::timeout(LEAVE_LIMIT, &mut self.heartbeats).await;
+        match tokio::time::timeout(LEAVE_LIMIT, self.store.delete(&self.key)).await {
             Ok(Ok(())) => tracing::info!(key = %self.key, "deregistered from discovery"),
             Ok(Err(error)) => {
                 tracing::warn!(key = %self.key, %error, "deregistering failed; the entry expires after its TTL");
@@ -218,11 +254,11 @@ impl Drop for Registration {
 }
 
 async fn heartbeat_loop(
+    bucket: Arc<Bucket>,
     store: Store,
     key: String,
     value: bytes::Bytes,
     every: Duration,
-    ttl: Duration,
     stop: CancellationToken,
 ) {
     let mut ticks = tokio::time::interval(every);
@@ -234,17 +270,18 @@ async fn heartbeat_loop(
             _ = ticks.tick() => {}
         }
         // Not cancelled midway: deregistering waits for this put to settle.
-        match tokio::time::timeout(ttl, store.put(&key, value.clone())).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(error)) => heartbeat_failed(&key, &error),
-            Err(_) => heartbeat_failed(&key, &"timed out"),
+        let failure = match tokio::time::timeout(bucket.ttl, store.put(&key, value.clone())).await {
+            Ok(Ok(_)) => continue,
+            Ok(Err(error)) => error.to_string(),
+            Err(_) => "timed out".to_owned(),
+        };
+        metrics::counter!("discovery_heartbeat_failures_total").increment(1);
+        tracing::warn!(%key, error = %failure, "discovery heartbeat failed");
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = bucket.recreate_if_connected() => {}
         }
     }
-}
-
-fn heartbeat_failed(key: &str, error: &dyn std::fmt::Display) {
-    metrics::counter!("discovery_heartbeat_failures_total").increment(1);
-    tracing::warn!(%key, %error, "discovery heartbeat failed");
 }
 
 #[async_trait::async_trait]
@@ -263,6 +300,7 @@ impl Discovery for NatsDiscovery {
         publish(&sender, service, tracker.snapshot());
         Ok(self.loops.start(service, sender, |sender| {
             let watcher = Watcher {
+                bucket: self.bucket.clone(),
                 store: self.store.clone(),
                 link: self.link.clone(),
                 epoch,
@@ -385,6 +423,7 @@ fn age(created_ns: i128) -> Duration {
 
 /// The loop behind one service's receivers.
 struct Watcher {
+    bucket: Arc<Bucket>,
     store: Store,
     link: watch::Receiver<Link>,
     /// The connection epoch the current watch was opened in.
@@ -411,6 +450,7 @@ impl Watcher {
                     }
                     Err(error) => {
                         tracing::debug!(service = %self.tracker.service, %error, "re-opening the discovery watch failed");
+                        self.bucket.recreate_if_connected().await;
                         retry = (retry * 2).min(MAX_RETRY);
                     }
                 }

@@ -214,6 +214,27 @@ async fn several_processes_may_create_the_bucket_at_once() {
 }
 
 #[tokio::test]
+async fn a_bucket_made_with_another_ttl_is_opened_as_it_is() {
+    let Some(url) = nats_url() else { return };
+    let bucket = bucket();
+    bounded(async {
+        let first = discovery(&url, &bucket, LONG_TTL).await;
+        // A different max_age makes creating the bucket fail; opening wins.
+        let second = discovery(&url, &bucket, SHORT_TTL).await;
+        let registered = instance("auth", 9001);
+        let _registration = second
+            .register(registered.clone(), HEARTBEAT)
+            .await
+            .expect("register");
+        let mut auth = first.watch("auth").await.expect("watch auth");
+        let seen = wait_for(&mut auth, WAIT, |list| list.len() == 1).await;
+        assert_eq!(ids(&seen), [registered.id.as_str()]);
+    })
+    .await;
+    drop_bucket(&url, &bucket).await;
+}
+
+#[tokio::test]
 async fn bad_names_and_heartbeats_are_refused() {
     let Some(url) = nats_url() else { return };
     let bucket = bucket();

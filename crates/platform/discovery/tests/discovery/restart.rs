@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use zocalo_discovery::{Discovery, NatsDiscovery};
+use zocalo_discovery::{Discovery, Instance, NatsDiscovery};
 
 use crate::support::{OwnNats, bounded, free_port, ids, instance, sorted_ids, wait_for};
 
@@ -70,4 +70,71 @@ async fn watchers_keep_their_list_through_a_nats_restart() {
         assert_eq!(ids(&reviews.borrow()), expected);
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_bucket_lost_with_the_server_is_created_again() {
+    bounded(async {
+        let port = free_port();
+        let url = format!("nats://127.0.0.1:{port}");
+        let first_dir = tempfile::tempdir().expect("store directory");
+        let server = OwnNats::start(port, first_dir.path()).await;
+
+        let watcher = NatsDiscovery::connect(&url, "zocalo_instances", TTL)
+            .await
+            .expect("watcher connects");
+        let registrant = NatsDiscovery::connect(&url, "zocalo_instances", TTL)
+            .await
+            .expect("registrant connects");
+        let mut catalog = watcher.watch("catalog").await.expect("watch catalog");
+        let registered = instance("catalog", 9001);
+        let _registration = registrant
+            .register(registered.clone(), HEARTBEAT)
+            .await
+            .expect("register");
+        wait_for(&mut catalog, Duration::from_secs(10), |list| {
+            list.len() == 1
+        })
+        .await;
+
+        // The server comes back with empty storage: the bucket is gone.
+        server.kill();
+        let second_dir = tempfile::tempdir().expect("store directory");
+        let _server = OwnNats::start(port, second_dir.path()).await;
+
+        // Heartbeats (or the watcher) re-create the bucket and the entry is
+        // put again. Looked up without creating anything, so the test
+        // cannot be the one that made the bucket.
+        let key = format!("catalog.{}", registered.id);
+        let mut found = None;
+        for _ in 0..40 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            found = stored(&url, &key).await;
+            if found.is_some() {
+                break;
+            }
+        }
+        assert_eq!(
+            found,
+            Some(registered.clone()),
+            "re-registered in the new bucket"
+        );
+
+        // The old watcher kept the instance throughout and still has it
+        // after a TTL on the new server.
+        tokio::time::sleep(TTL + Duration::from_millis(500)).await;
+        assert_eq!(ids(&catalog.borrow()), [registered.id.as_str()]);
+    })
+    .await;
+}
+
+/// The instance under `key`, read without creating the bucket.
+async fn stored(url: &str, key: &str) -> Option<Instance> {
+    let client = async_nats::connect(url).await.ok()?;
+    let store = async_nats::jetstream::new(client)
+        .get_key_value("zocalo_instances")
+        .await
+        .ok()?;
+    let value = store.get(key).await.ok()??;
+    serde_json::from_slice(&value).ok()
 }
