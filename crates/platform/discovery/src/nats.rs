@@ -31,11 +31,12 @@ const LEAVE_LIMIT: Duration = Duration::from_secs(3);
 /// The longest pause between attempts to re-open a broken watch.
 const MAX_RETRY: Duration = Duration::from_secs(1);
 
-/// Whether the client is connected, and how many times it has (re)connected.
+/// Whether the client is connected, and how many times it lost the
+/// connection (an outage is what makes a watch worth re-opening).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Link {
     connected: bool,
-    epoch: u64,
+    outages: u64,
 }
 
 pub struct NatsDiscovery {
@@ -58,7 +59,7 @@ impl NatsDiscovery {
         }
         let link = Arc::new(watch::Sender::new(Link {
             connected: true,
-            epoch: 0,
+            outages: 0,
         }));
         let events = link.clone();
         let client = async_nats::ConnectOptions::new()
@@ -136,11 +137,11 @@ impl NatsDiscovery {
 /// Record connects and disconnects for the watch loops.
 fn track_link(link: &watch::Sender<Link>, event: &async_nats::Event) {
     match event {
-        async_nats::Event::Connected => link.send_modify(|link| {
-            link.connected = true;
-            link.epoch += 1;
+        async_nats::Event::Connected => link.send_modify(|link| link.connected = true),
+        async_nats::Event::Disconnected => link.send_modify(|link| {
+            link.connected = false;
+            link.outages += 1;
         }),
-        async_nats::Event::Disconnected => link.send_modify(|link| link.connected = false),
         _ => {}
     }
 }
@@ -292,7 +293,7 @@ impl Discovery for NatsDiscovery {
         if let Some(receiver) = self.loops.subscribe(service) {
             return Ok(receiver);
         }
-        let epoch = self.link.borrow().epoch;
+        let outages = self.link.borrow().outages;
         let mut stream = open_watch(&self.store, service).await?;
         let mut tracker = Tracker::new(service, self.ttl);
         tracker.load_current(&mut stream).await;
@@ -303,7 +304,7 @@ impl Discovery for NatsDiscovery {
                 bucket: self.bucket.clone(),
                 store: self.store.clone(),
                 link: self.link.clone(),
-                epoch,
+                outages,
                 sender,
                 tracker,
             };
@@ -426,8 +427,8 @@ struct Watcher {
     bucket: Arc<Bucket>,
     store: Store,
     link: watch::Receiver<Link>,
-    /// The connection epoch the current watch was opened in.
-    epoch: u64,
+    /// How many outages the connection had when the watch was opened.
+    outages: u64,
     sender: watch::Sender<Instances>,
     tracker: Tracker,
 }
@@ -460,8 +461,11 @@ impl Watcher {
                 () = self.sender.closed() => return,
                 entry = next_entry(&mut stream) => match entry {
                     Some(Ok(entry)) => self.tracker.apply(&entry),
+                    // A broken or ended watch is re-opened: that replays
+                    // the current entries, so nothing is missed.
                     Some(Err(error)) => {
-                        tracing::debug!(service = %self.tracker.service, %error, "discovery watch error");
+                        tracing::debug!(service = %self.tracker.service, %error, "discovery watch broke; re-opening");
+                        stream = None;
                         false
                     }
                     None => {
@@ -487,12 +491,12 @@ impl Watcher {
         }
     }
 
-    /// After a reconnect the old watch may be stale: open a fresh one,
-    /// which replays the current entries.
+    /// After an outage the old watch may be stale: once connected again,
+    /// open a fresh one, which replays the current entries.
     fn on_link_change(&mut self, stream: &mut Option<Watch>) {
         let link = *self.link.borrow_and_update();
-        if link.connected && link.epoch != self.epoch {
-            self.epoch = link.epoch;
+        if link.connected && link.outages != self.outages {
+            self.outages = link.outages;
             *stream = None;
         }
     }
