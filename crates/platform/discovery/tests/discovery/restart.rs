@@ -5,18 +5,23 @@ use std::time::Duration;
 
 use zocalo_discovery::{Discovery, Instance, NatsDiscovery};
 
-use crate::support::{OwnNats, bounded, free_port, ids, instance, sorted_ids, wait_for};
+use crate::support::{
+    OwnNats, bounded, free_port, ids, instance, nats_server_binary, sorted_ids, wait_for,
+};
 
 const TTL: Duration = Duration::from_secs(2);
 const HEARTBEAT: Duration = Duration::from_millis(400);
 
 #[tokio::test]
 async fn watchers_keep_their_list_through_a_nats_restart() {
+    let Some(binary) = nats_server_binary() else {
+        return;
+    };
     bounded(async {
         let dir = tempfile::tempdir().expect("store directory");
         let port = free_port();
         let url = format!("nats://127.0.0.1:{port}");
-        let server = OwnNats::start(port, dir.path()).await;
+        let server = OwnNats::start(&binary, port, dir.path()).await;
 
         let watcher = NatsDiscovery::connect(&url, "zocalo_instances", TTL)
             .await
@@ -44,7 +49,7 @@ async fn watchers_keep_their_list_through_a_nats_restart() {
             "an outage must not empty the list"
         );
 
-        let _server = OwnNats::start(port, dir.path()).await;
+        let _server = OwnNats::start(&binary, port, dir.path()).await;
         let after = instance("reviews", 9002);
         let mut registered = None;
         for _ in 0..40 {
@@ -74,11 +79,14 @@ async fn watchers_keep_their_list_through_a_nats_restart() {
 
 #[tokio::test]
 async fn a_bucket_lost_with_the_server_is_created_again() {
+    let Some(binary) = nats_server_binary() else {
+        return;
+    };
     bounded(async {
         let port = free_port();
         let url = format!("nats://127.0.0.1:{port}");
         let first_dir = tempfile::tempdir().expect("store directory");
-        let server = OwnNats::start(port, first_dir.path()).await;
+        let server = OwnNats::start(&binary, port, first_dir.path()).await;
 
         let watcher = NatsDiscovery::connect(&url, "zocalo_instances", TTL)
             .await
@@ -100,7 +108,7 @@ async fn a_bucket_lost_with_the_server_is_created_again() {
         // The server comes back with empty storage: the bucket is gone.
         server.kill();
         let second_dir = tempfile::tempdir().expect("store directory");
-        let _server = OwnNats::start(port, second_dir.path()).await;
+        let _server = OwnNats::start(&binary, port, second_dir.path()).await;
 
         // Heartbeats (or the watcher) re-create the bucket and the entry is
         // put again. Looked up without creating anything, so the test

@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -90,6 +90,25 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The `nats-server` executable: `ZOCALO_TEST_NATS_SERVER`, else the one
+/// on `PATH`, else the Debian package's `/usr/sbin/nats-server`.
+pub fn nats_server_binary() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("ZOCALO_TEST_NATS_SERVER") {
+        return Some(PathBuf::from(path));
+    }
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join("nats-server"));
+    let found = on_path
+        .chain([PathBuf::from("/usr/sbin/nats-server")])
+        .find(|path| path.is_file());
+    if found.is_none() {
+        eprintln!("no nats-server executable found: test not run");
+    }
+    found
+}
+
 /// A `nats-server` with JetStream of this test's own, on `port` with its
 /// store in `dir`; killed when dropped.
 pub struct OwnNats {
@@ -97,8 +116,8 @@ pub struct OwnNats {
 }
 
 impl OwnNats {
-    pub async fn start(port: u16, dir: &Path) -> Self {
-        let child = Command::new("/usr/sbin/nats-server")
+    pub async fn start(binary: &Path, port: u16, dir: &Path) -> Self {
+        let child = Command::new(binary)
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
             .arg(dir)
             .stdout(Stdio::null())
