@@ -65,6 +65,19 @@ pub enum Service {
     Orders,
 }
 
+impl Service {
+    /// The name it has on the command line, in discovery and in metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Gateway => "gateway",
+            Self::Auth => "auth",
+            Self::Reviews => "reviews",
+            Self::Catalog => "catalog",
+            Self::Orders => "orders",
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let mut settings = match settings::load(cli.config.as_deref()) {

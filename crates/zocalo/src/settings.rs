@@ -25,6 +25,9 @@ pub struct Settings {
     pub reviews: zocalo_reviews::Settings,
     pub catalog: zocalo_catalog::Settings,
     pub orders: zocalo_orders::Settings,
+    /// How `zocalo serve` announces itself (`kind = "nats"`) and how
+    /// instances are found.
+    pub discovery: zocalo_discovery::DiscoverySettings,
 }
 
 impl Default for Settings {
@@ -40,6 +43,7 @@ impl Default for Settings {
             reviews: zocalo_reviews::Settings::default(),
             catalog: zocalo_catalog::Settings::default(),
             orders: zocalo_orders::Settings::default(),
+            discovery: zocalo_discovery::DiscoverySettings::default(),
         }
     }
 }

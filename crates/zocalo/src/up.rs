@@ -1,9 +1,12 @@
 //! Running services: all of them in one process (`up`), one (`serve`), the
 //! job consumers of one (`worker`), or only their migrations (`migrate`).
 
+use std::time::Duration;
+
 use anyhow::Context;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use zocalo_discovery::{DiscoveryKind, DiscoverySettings, Instance, NatsDiscovery, Registration};
 
 use crate::Service;
 use crate::settings::Settings;
@@ -79,7 +82,7 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     servers.spawn(gateway.run_until_stopped(shutdown.clone()));
     println!("gateway listening on {gateway_url}");
     tracing::info!(%gateway_url, "zocalo up");
-    wait(servers, shutdown).await
+    wait(servers, shutdown, None).await
 }
 
 /// One service, for a container or a pod.
@@ -120,7 +123,47 @@ pub async fn serve(service: Service, settings: Settings) -> anyhow::Result<()> {
         }
     };
     println!("{service:?} listening on port {port}");
-    wait(servers, shutdown).await
+    let registration = register(&settings.discovery, service, port).await?;
+    wait(servers, shutdown, registration).await
+}
+
+/// With NATS discovery, announce this instance once it is bound, so no
+/// one is sent to it before it can answer.
+async fn register(
+    settings: &DiscoverySettings,
+    service: Service,
+    port: u16,
+) -> anyhow::Result<Option<Registration>> {
+    if settings.kind != DiscoveryKind::Nats {
+        return Ok(None);
+    }
+    let discovery = NatsDiscovery::connect(
+        &settings.nats_url,
+        &settings.bucket,
+        Duration::from_millis(settings.ttl_ms),
+    )
+    .await
+    .context("connecting to discovery")?;
+    let instance = Instance {
+        id: uuid::Uuid::new_v4().to_string(),
+        service: service.name().to_owned(),
+        url: advertised_url(settings.advertise_host.as_deref(), port),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        zone: settings.zone.clone(),
+    };
+    let registration = discovery
+        .register(instance, Duration::from_millis(settings.heartbeat_ms))
+        .await
+        .context("registering in discovery")?;
+    Ok(Some(registration))
+}
+
+fn advertised_url(host: Option<&str>, port: u16) -> String {
+    match host.unwrap_or("127.0.0.1") {
+        // An IPv6 literal needs brackets in a URL.
+        host if host.contains(':') && !host.starts_with('[') => format!("http://[{host}]:{port}"),
+        host => format!("http://{host}:{port}"),
+    }
 }
 
 /// Only the job consumers of a service, scaled apart from its API.
@@ -139,11 +182,17 @@ pub async fn worker(service: Service, settings: Settings) -> anyhow::Result<()> 
         other => anyhow::bail!("{other:?} has no job consumers"),
     }
     println!("{service:?} worker running");
-    wait(servers, shutdown).await
+    wait(servers, shutdown, None).await
 }
 
 /// Run until a signal (or a server failing), then drain every server.
-async fn wait(mut servers: Servers, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// The instance leaves discovery first, so balancers stop sending it new
+/// requests while the ones in flight finish.
+async fn wait(
+    mut servers: Servers,
+    shutdown: CancellationToken,
+    registration: Option<Registration>,
+) -> anyhow::Result<()> {
     let mut first_error = None;
     tokio::select! {
         () = zocalo_http::server::shutdown_signal() => {
@@ -156,6 +205,9 @@ async fn wait(mut servers: Servers, shutdown: CancellationToken) -> anyhow::Resu
                 Err(error) => anyhow::Error::from(error).context("a server panicked"),
             });
         }
+    }
+    if let Some(registration) = registration {
+        registration.deregister().await;
     }
     shutdown.cancel();
     while let Some(ended) = servers.join_next().await {
