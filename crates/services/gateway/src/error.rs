@@ -159,7 +159,9 @@ fn caused_by_request_body(error: &(dyn std::error::Error + 'static)) -> bool {
     for _ in 0..16 {
         match current {
             Some(e) => {
-                if e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_user) {
+                if e.downcast_ref::<hyper::Error>()
+                    .is_some_and(hyper::Error::is_user)
+                {
                     return true;
                 }
                 current = e.source();

@@ -52,8 +52,8 @@ use zocalo_http::server::{RequestId, request_id};
 use zocalo_telemetry::{ReadinessCheck, admin_router, always_ready};
 
 pub use routes::Upstreams;
-pub use zocalo_http::balance::{BreakerSettings, RetrySettings, Strategy};
 pub use settings::{RouteSettings, Settings};
+pub use zocalo_http::balance::{BreakerSettings, RetrySettings, Strategy};
 
 use crate::proxy::Gateway;
 

@@ -264,8 +264,7 @@ impl Gateway {
             if upstream_at_fault {
                 pick.failure();
             }
-            let next = if upstream_at_fault && attempt < max_attempts && Instant::now() < deadline
-            {
+            let next = if upstream_at_fault && attempt < max_attempts && Instant::now() < deadline {
                 tried.push(pick.id());
                 self.next_try(route, &tried)
             } else {

@@ -64,7 +64,11 @@ impl Upstreams {
             .get(service)
             .with_context(|| format!("no route goes to service `{service}`"))?;
         balancer.set_endpoints(urls)?;
-        tracing::info!(service, instances = urls.len(), "upstream instances updated");
+        tracing::info!(
+            service,
+            instances = urls.len(),
+            "upstream instances updated"
+        );
         Ok(())
     }
 
@@ -107,12 +111,8 @@ fn build_services(settings: &Settings) -> anyhow::Result<HashMap<&str, Service>>
     }
     urls.into_iter()
         .map(|(name, urls)| {
-            let balancer = Balancer::new(
-                name,
-                settings.balancing,
-                settings.breaker,
-                &settings.retry,
-            );
+            let balancer =
+                Balancer::new(name, settings.balancing, settings.breaker, &settings.retry);
             balancer
                 .set_endpoints(&urls)
                 .with_context(|| format!("service `{name}`"))?;
@@ -136,10 +136,9 @@ impl RouteTable {
                 let prefix = normalize_prefix(&r.prefix)?;
                 let service = &services[r.service.as_str()];
                 let timeout = r.timeout_ms.map_or(default_timeout, Duration::from_millis);
-                let try_timeout = Duration::from_millis(
-                    r.try_timeout_ms.unwrap_or(settings.try_timeout_ms),
-                )
-                .min(timeout);
+                let try_timeout =
+                    Duration::from_millis(r.try_timeout_ms.unwrap_or(settings.try_timeout_ms))
+                        .min(timeout);
                 Ok(Route {
                     prefix: prefix.into(),
                     service: r.service.as_str().into(),
@@ -306,7 +305,12 @@ mod tests {
         let mut two = RouteSettings::new("/b", "x");
         two.upstreams = vec!["http://two:2/".into()];
         two.timeout_ms = Some(100);
-        let table = RouteTable::new(&settings_with(vec![one, two, RouteSettings::new("/c", "y")])).unwrap();
+        let table = RouteTable::new(&settings_with(vec![
+            one,
+            two,
+            RouteSettings::new("/c", "y"),
+        ]))
+        .unwrap();
         let upstreams = table.upstreams();
         assert_eq!(
             upstreams.get("x").unwrap(),
