@@ -220,9 +220,25 @@ impl Gateway {
             ..
         } = parts;
         let path = uri.path_and_query().cloned();
-        let (mut stream, buffered, max_attempts) = match payload {
-            Payload::Stream(body) => (Some(body), None, 1),
-            Payload::Buffered(bytes) => (None, Some(bytes), self.max_attempts),
+        let (mut stream, buffered) = match payload {
+            Payload::Stream(body) => (Some(body), None),
+            Payload::Buffered(bytes) => (None, Some(bytes)),
+        };
+        // Only a buffered body can be sent again, and only to another
+        // instance: with one instance there is a single try (and no copy of
+        // the headers to keep for a second one).
+        let max_attempts = if buffered.is_some() && route.balancer.len() > 1 {
+            self.max_attempts
+        } else {
+            1
+        };
+        // A streamed body is never retried, so its one try may use the
+        // whole budget (a large upload must not be cut at the try timeout);
+        // a resendable request gives up on a hanging instance early.
+        let try_timeout = if buffered.is_some() {
+            route.try_timeout
+        } else {
+            route.timeout
         };
         let mut pick = route
             .balancer
@@ -245,9 +261,7 @@ impl Gateway {
             };
             let request =
                 upstream_request(&method, path.clone(), try_headers, pick.endpoint(), body)?;
-            let budget = route
-                .try_timeout
-                .min(deadline.saturating_duration_since(Instant::now()));
+            let budget = try_timeout.min(deadline.saturating_duration_since(Instant::now()));
             let failure = match tokio::time::timeout(budget, self.client.request(request)).await {
                 Ok(Ok(response)) if !is_upstream_failure(response.status()) => {
                     pick.success();

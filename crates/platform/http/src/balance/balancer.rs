@@ -91,6 +91,11 @@ impl Balancer {
         self.shared.endpoints.load_full()
     }
 
+    /// How many endpoints the set has, ejected ones included.
+    pub fn len(&self) -> usize {
+        self.shared.endpoints.load().len()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.shared.endpoints.load().is_empty()
     }
