@@ -73,6 +73,9 @@ impl Application {
     /// Validate the settings, build the proxy and bind `settings.listen`
     /// (port 0 picks a free port).
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        // Before any metric handle is registered (balancers, bulkheads):
+        // handles taken without a recorder never report.
+        let _ = zocalo_telemetry::metrics_handle();
         let gateway = Arc::new(Gateway::new(&settings)?);
         log_routes(&gateway);
         let upstreams = gateway.routes.upstreams().clone();

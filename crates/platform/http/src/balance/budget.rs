@@ -55,6 +55,7 @@ pub struct RetryBudget {
 
 impl RetryBudget {
     pub fn new(service: &str, settings: &RetrySettings) -> Self {
+        super::install_recorder();
         let labels = [("service", service.to_owned())];
         Self {
             ratio_milli: (settings.budget_ratio.clamp(0.0, 1000.0) * 1000.0).round() as u64,

@@ -130,6 +130,7 @@ pub(crate) struct EndpointMetrics {
 
 impl EndpointMetrics {
     fn new(service: &str, endpoint: &str) -> Self {
+        super::install_recorder();
         let labels = [
             ("service", service.to_owned()),
             ("endpoint", endpoint.to_owned()),

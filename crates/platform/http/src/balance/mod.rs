@@ -33,6 +33,13 @@ pub use breaker::BreakerState;
 pub use budget::RetryBudget;
 pub use endpoint::{Endpoint, EndpointId, InvalidEndpoint};
 
+/// Metric handles are registered once, when an endpoint or budget is
+/// created, and a handle taken before the recorder exists stays a no-op
+/// forever: make sure the process-wide recorder is installed first.
+fn install_recorder() {
+    let _ = zocalo_telemetry::metrics_handle();
+}
+
 /// How an endpoint is chosen among the available ones.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Strategy {

@@ -148,6 +148,27 @@ async fn a_failing_instance_is_ejected_and_clients_see_no_failures() {
         "one probe after the open period; it failed, so it is ejected again"
     );
     assert!(good[0].hits() + good[1].hits() >= 85);
+
+    let metrics = gateway.client.get("/metrics").send().await.unwrap();
+    let text = metrics.text().await.unwrap();
+    let endpoint = bad.url.trim_start_matches("http://");
+    let line = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name) && l.contains(&format!(r#"endpoint="{endpoint}""#)))
+            .unwrap_or_else(|| panic!("no {name} for {endpoint} in {text}"))
+            .to_owned()
+    };
+    assert!(line("upstream_breaker_state{").ends_with(" 2"), "open");
+    assert!(
+        line("upstream_ejections_total{").ends_with(" 2"),
+        "ejected twice"
+    );
+    assert!(line("upstream_requests_in_flight{").ends_with(" 0"));
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("upstream_retries_total{") && l.contains(r#"service="things""#)),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -342,6 +363,14 @@ async fn a_saturated_service_sheds_load_with_503_and_retry_after() {
         upstream.hits(),
         served,
         "shed requests never reach the service"
+    );
+    let metrics = gateway.client.get("/metrics").send().await.unwrap();
+    let text = metrics.text().await.unwrap();
+    assert!(
+        text.lines().any(
+            |l| l.starts_with("gateway_load_shed_total{") && l.contains(r#"service="reviews""#)
+        ),
+        "{text}"
     );
     // The slots are given back: a later request is served.
     let response = gateway.client.get("/api/reviews").send().await.unwrap();
