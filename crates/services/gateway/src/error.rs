@@ -34,6 +34,8 @@ pub(crate) enum GatewayError {
     BadTarget,
     #[error("request body could not be read")]
     BadBody,
+    #[error("the request body did not arrive in time")]
+    BodyTimeout,
     #[error("service `{0}` has no instances")]
     NoUpstream(Arc<str>),
     #[error("service `{0}` is at its concurrency limit")]
@@ -102,6 +104,9 @@ impl GatewayError {
             Self::NoRoute => Problem::not_found().with_detail(self.to_string()),
             Self::DotSegments | Self::BadContentLength | Self::BadTarget | Self::BadBody => {
                 Problem::bad_request(self.to_string())
+            }
+            Self::BodyTimeout => {
+                Problem::new(StatusCode::REQUEST_TIMEOUT).with_detail(self.to_string())
             }
             Self::BodyTooLarge { .. } => {
                 Problem::new(StatusCode::PAYLOAD_TOO_LARGE).with_detail(self.to_string())
@@ -206,6 +211,7 @@ mod tests {
                 StatusCode::SERVICE_UNAVAILABLE,
             ),
             (GatewayError::BadBody, StatusCode::BAD_REQUEST),
+            (GatewayError::BodyTimeout, StatusCode::REQUEST_TIMEOUT),
             (
                 GatewayError::Token(TokenError::Malformed),
                 StatusCode::UNAUTHORIZED,

@@ -121,6 +121,7 @@ pub(crate) struct Gateway {
 
 impl Gateway {
     pub fn new(settings: &Settings) -> anyhow::Result<Self> {
+        settings.check_resilience()?;
         let routes = RouteTable::new(settings)?;
         let verifier = settings.effective_jwks_url().map(|url| {
             TokenVerifier::new(KeySource::Url(url), &settings.issuer, &settings.audience)
@@ -157,10 +158,6 @@ impl Gateway {
         if let Some(token) = bearer_token(&parts.headers) {
             self.verify(token).await?;
         }
-        let permit = route
-            .bulkhead
-            .enter()
-            .ok_or_else(|| GatewayError::Overloaded(route.service.clone()))?;
 
         let peer = peer_ip(&parts);
         let peer_trusted = peer.is_some_and(|ip| self.trusted_proxies.contains(&ip));
@@ -170,10 +167,18 @@ impl Gateway {
         parts.headers.remove(EXPECT);
         set_forwarded_headers(&mut parts.headers, &parts.uri, peer, peer_trusted);
         let payload = if may_resend(&parts.method, &parts.headers) {
-            self.payload(body).await?
+            // A client trickling its body must not hold anything for long;
+            // it holds no service slot yet either.
+            tokio::time::timeout(route.timeout, self.payload(body))
+                .await
+                .map_err(|_| GatewayError::BodyTimeout)??
         } else {
             Payload::Stream(body)
         };
+        let permit = route
+            .bulkhead
+            .enter()
+            .ok_or_else(|| GatewayError::Overloaded(route.service.clone()))?;
         route.balancer.budget().deposit();
         let (response, pick) = self.relay(route, parts, payload).await?;
         Ok(downstream(response, pick, permit))
@@ -682,6 +687,34 @@ mod tests {
         assert_eq!(token("Bearer"), Some(Vec::new()));
         assert_eq!(token("Basic YTpi"), None);
         assert!(bearer_token(&HeaderMap::new()).is_none());
+    }
+
+    #[test]
+    fn only_idempotent_or_keyed_requests_may_be_resent() {
+        for method in [
+            Method::GET,
+            Method::HEAD,
+            Method::OPTIONS,
+            Method::PUT,
+            Method::DELETE,
+        ] {
+            assert!(may_resend(&method, &HeaderMap::new()), "{method}");
+        }
+        for method in [Method::POST, Method::PATCH] {
+            assert!(!may_resend(&method, &HeaderMap::new()), "{method}");
+            let keyed = headers(&[("idempotency-key", "k1")]);
+            assert!(may_resend(&method, &keyed), "{method} with a key");
+        }
+    }
+
+    #[test]
+    fn only_gateway_statuses_count_against_an_instance() {
+        for status in [502, 503, 504] {
+            assert!(is_upstream_failure(StatusCode::from_u16(status).unwrap()));
+        }
+        for status in [200, 404, 429, 500, 501] {
+            assert!(!is_upstream_failure(StatusCode::from_u16(status).unwrap()));
+        }
     }
 
     #[test]

@@ -144,6 +144,26 @@ impl Settings {
         }
     }
 
+    /// Refuse values that would turn the resilience layer against the
+    /// traffic: no slots at all, tries that time out at once, a budget that
+    /// is not a number.
+    pub fn check_resilience(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.max_concurrent > 0, "max_concurrent must be at least 1");
+        anyhow::ensure!(
+            self.try_timeout_ms > 0 && self.routes.iter().all(|r| r.try_timeout_ms != Some(0)),
+            "try_timeout_ms must be at least 1"
+        );
+        anyhow::ensure!(
+            self.breaker.open_ms > 0,
+            "breaker.open_ms must be at least 1"
+        );
+        anyhow::ensure!(
+            self.retry.budget_ratio.is_finite() && self.retry.budget_ratio >= 0.0,
+            "retry.budget_ratio must be a number of at least 0"
+        );
+        Ok(())
+    }
+
     /// The rate limit in force, if any.
     pub fn effective_rate_limit(&self) -> Option<RateLimit> {
         self.rate_limit.filter(|limit| limit.per_second > 0.0)
@@ -262,6 +282,17 @@ timeout_ms = 5000
         assert_eq!(settings.max_concurrent, 8);
         assert_eq!(settings.try_timeout_ms, 50);
         assert_eq!(settings.routes[0].try_timeout_ms, Some(20));
+        assert!(settings.check_resilience().is_ok());
+        for bad in [
+            r#"{"max_concurrent": 0}"#,
+            r#"{"try_timeout_ms": 0}"#,
+            r#"{"breaker": {"open_ms": 0}}"#,
+            r#"{"retry": {"budget_ratio": -1}}"#,
+            r#"{"routes": [{"prefix": "/a", "service": "a", "try_timeout_ms": 0}]}"#,
+        ] {
+            let settings: Settings = serde_json::from_str(bad).unwrap();
+            assert!(settings.check_resilience().is_err(), "{bad}");
+        }
         let default: Settings = serde_json::from_str("{}").unwrap();
         assert_eq!(default.balancing, Strategy::PowerOfTwoChoices);
         assert!(serde_json::from_str::<Settings>(r#"{"balancing": "random"}"#).is_err());

@@ -274,6 +274,32 @@ async fn idempotent_requests_survive_a_dead_instance() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_bodies_small_enough_to_buffer_are_sent_again() {
+    let tokens = TestTokens::new();
+    let other = spawn_upstream("other", &tokens).await;
+    let alive = Stub::spawn("alive", Mode::Healthy).await;
+    let dead = dead_url().await;
+    let mut settings = things(&other.url, &[&dead, &alive.url]);
+    settings.balancing = Strategy::RoundRobin;
+    settings.breaker.consecutive_failures = 1_000;
+    let gateway = spawn_gateway(settings).await;
+
+    let put = |body: Vec<u8>| gateway.client.put("/api/things").body(body);
+    // Every first try meets the dead instance (round robin, see above).
+    let small = vec![b's'; 64 * 1024];
+    let response = put(small.clone()).send().await.unwrap();
+    assert_eq!(response.status(), 200, "a 64 KiB PUT is retried");
+    assert_eq!(response.bytes().await.unwrap().len(), small.len());
+    let response = put(vec![b'l'; 64 * 1024 + 1]).send().await.unwrap();
+    expect_problem(response, 502).await;
+    assert_eq!(
+        alive.hits(),
+        1,
+        "the larger body streamed once, to the dead one"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_post_without_idempotency_key_is_never_retried() {
     let tokens = TestTokens::new();
     let other = spawn_upstream("other", &tokens).await;
