@@ -178,7 +178,9 @@ async fn a_hanging_instance_is_timed_out_ejected_and_readmitted_once_healed() {
     let healthy = Stub::spawn("healthy", Mode::Healthy).await;
     let hanging = Stub::spawn("hanging", Mode::Hang).await;
     let mut settings = things(&other.url, &[&healthy.url, &hanging.url]);
-    settings.try_timeout_ms = 200;
+    // Generous enough that the healthy instance never misses it on a busy
+    // machine (it would then have no other instance to retry on).
+    settings.try_timeout_ms = 500;
     settings.breaker = BreakerSettings {
         consecutive_failures: 2,
         open_ms: 500,
