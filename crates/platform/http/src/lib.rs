@@ -9,11 +9,14 @@
 //! - [`server`]: binding, the common middleware stack, graceful shutdown;
 //! - [`conditional`]: `ETag` / `If-None-Match` for cacheable reads;
 //! - [`ratelimit`]: keyed rate limiting answering 429 with `Retry-After`;
-//! - [`client_ip`]: who the caller is, honouring trusted proxies.
+//! - [`client_ip`]: who the caller is, honouring trusted proxies;
+//! - [`balance`]: client-side balancing over a service's instances, with
+//!   circuit breakers (outlier ejection) and a retry budget.
 //!
 //! It depends on `zocalo-telemetry` only, never on a service.
 
 pub mod auth;
+pub mod balance;
 pub mod client_ip;
 pub mod conditional;
 pub mod extract;

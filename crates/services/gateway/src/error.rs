@@ -32,8 +32,19 @@ pub(crate) enum GatewayError {
     BadContentLength,
     #[error("invalid request target")]
     BadTarget,
+    #[error("request body could not be read")]
+    BadBody,
+    #[error("the request body did not arrive in time")]
+    BodyTimeout,
     #[error("service `{0}` has no instances")]
     NoUpstream(Arc<str>),
+    #[error("service `{0}` is at its concurrency limit")]
+    Overloaded(Arc<str>),
+    #[error("every instance of service `{service}` is ejected")]
+    AllEjected {
+        service: Arc<str>,
+        retry_after_secs: u64,
+    },
     #[error(transparent)]
     Token(#[from] TokenError),
     #[error("bearer tokens cannot be verified: no JWKS source is configured")]
@@ -76,6 +87,13 @@ impl GatewayError {
         }
     }
 
+    /// Whether a failed try says something about the upstream. A request
+    /// body that broke (over our limit, or the client went away while
+    /// uploading) is the client's doing and must not eject an instance.
+    pub fn blames_upstream(error: &legacy::Error) -> bool {
+        !caused_by::<LengthLimitError>(error) && !caused_by_request_body(error)
+    }
+
     pub fn into_problem(self) -> Problem {
         match self {
             Self::HeadersTooLarge { .. } => {
@@ -84,14 +102,27 @@ impl GatewayError {
             }
             Self::RateLimited { retry_after_secs } => Problem::too_many_requests(retry_after_secs),
             Self::NoRoute => Problem::not_found().with_detail(self.to_string()),
-            Self::DotSegments | Self::BadContentLength | Self::BadTarget => {
+            Self::DotSegments | Self::BadContentLength | Self::BadTarget | Self::BadBody => {
                 Problem::bad_request(self.to_string())
+            }
+            Self::BodyTimeout => {
+                Problem::new(StatusCode::REQUEST_TIMEOUT).with_detail(self.to_string())
             }
             Self::BodyTooLarge { .. } => {
                 Problem::new(StatusCode::PAYLOAD_TOO_LARGE).with_detail(self.to_string())
             }
             Self::Token(error) => error.into(),
             Self::NoUpstream(_) | Self::NoKeySource => Problem::unavailable(self),
+            // Expected under overload or an outage, once per request: not
+            // worth a log line each (the metrics count them).
+            Self::Overloaded(_) => Problem::new(StatusCode::SERVICE_UNAVAILABLE)
+                .with_detail("the service is at capacity, retry later")
+                .with_retry_after(1),
+            Self::AllEjected {
+                retry_after_secs, ..
+            } => Problem::new(StatusCode::SERVICE_UNAVAILABLE)
+                .with_detail("the service is failing, retry later")
+                .with_retry_after(retry_after_secs),
             Self::Timeout { .. } => {
                 tracing::warn!(error = %self, "upstream timed out");
                 Problem::new(StatusCode::GATEWAY_TIMEOUT)
@@ -127,6 +158,25 @@ fn caused_by<E: std::error::Error + 'static>(error: &(dyn std::error::Error + 's
     false
 }
 
+/// A hyper "user" error: the request body we were streaming failed.
+fn caused_by_request_body(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    for _ in 0..16 {
+        match current {
+            Some(e) => {
+                if e.downcast_ref::<hyper::Error>()
+                    .is_some_and(hyper::Error::is_user)
+                {
+                    return true;
+                }
+                current = e.source();
+            }
+            None => return false,
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,6 +199,19 @@ mod tests {
                 GatewayError::NoUpstream(service.clone()),
                 StatusCode::SERVICE_UNAVAILABLE,
             ),
+            (
+                GatewayError::Overloaded(service.clone()),
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            (
+                GatewayError::AllEjected {
+                    service: service.clone(),
+                    retry_after_secs: 3,
+                },
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            (GatewayError::BadBody, StatusCode::BAD_REQUEST),
+            (GatewayError::BodyTimeout, StatusCode::REQUEST_TIMEOUT),
             (
                 GatewayError::Token(TokenError::Malformed),
                 StatusCode::UNAUTHORIZED,

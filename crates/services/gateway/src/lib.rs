@@ -1,20 +1,28 @@
 //! The API gateway: the one address clients talk to.
 //!
 //! It routes each request by path prefix to an instance of the service that
-//! owns the path (round robin over pooled HTTP/1.1 connections, bodies
+//! owns the path (balanced over pooled HTTP/1.1 connections, bodies
 //! streamed both ways), and refuses at the edge what no service should have
 //! to see: unverifiable bearer tokens, oversized headers or bodies, clients
 //! over their rate limit. It adds request ids, `X-Forwarded-*` headers, CORS
 //! and security headers, and serves its own `/live`, `/ready`, `/metrics` and
 //! `/openapi.json`. Every error it produces itself is problem+json.
 //!
-//! Not supported yet: protocol upgrades (WebSocket), TLS to upstreams, and
-//! retries or circuit breaking across instances.
+//! Instances are balanced with power of two choices on requests in flight;
+//! an instance that keeps failing is ejected by its circuit breaker and
+//! probed back in; idempotent requests are retried on another instance
+//! within a retry budget; each service has a concurrency limit beyond which
+//! the gateway sheds load with 503 (see `zocalo_http::balance` and
+//! docs/design-resilience.md). The instances can change at runtime through
+//! [`Upstreams`].
+//!
+//! Not supported yet: protocol upgrades (WebSocket) and TLS to upstreams.
 //!
 //! Like every service it depends on platform crates only (`zocalo-http`,
 //! `zocalo-telemetry`, `zocalo-config`), never on another service: services
 //! are reached over HTTP at the addresses in [`Settings`].
 
+mod bulkhead;
 mod error;
 mod layers;
 mod openapi;
@@ -43,7 +51,9 @@ use zocalo_http::auth::TokenVerifier;
 use zocalo_http::server::{RequestId, request_id};
 use zocalo_telemetry::{ReadinessCheck, admin_router, always_ready};
 
+pub use routes::Upstreams;
 pub use settings::{RouteSettings, Settings};
+pub use zocalo_http::balance::{BreakerSettings, RetrySettings, Strategy};
 
 use crate::proxy::Gateway;
 
@@ -56,14 +66,19 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     port: u16,
+    upstreams: Upstreams,
 }
 
 impl Application {
     /// Validate the settings, build the proxy and bind `settings.listen`
     /// (port 0 picks a free port).
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        // Before any metric handle is registered (balancers, bulkheads):
+        // handles taken without a recorder never report.
+        let _ = zocalo_telemetry::metrics_handle();
         let gateway = Arc::new(Gateway::new(&settings)?);
         log_routes(&gateway);
+        let upstreams = gateway.routes.upstreams().clone();
         let router = router(gateway, &settings)?;
         let listener = TcpListener::bind(settings.listen)
             .await
@@ -73,11 +88,18 @@ impl Application {
             listener,
             router,
             port,
+            upstreams,
         })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// A handle to change the instances of each service while the gateway
+    /// runs (discovery calls it on every change).
+    pub fn upstreams(&self) -> Upstreams {
+        self.upstreams.clone()
     }
 
     /// Serve until `shutdown` is cancelled, then let in-flight requests

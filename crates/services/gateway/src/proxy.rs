@@ -8,10 +8,20 @@
 //! Bodies are streamed both ways: the request body is wrapped in a
 //! [`Limited`] so that a chunked body over the limit fails mid-stream, and
 //! the upstream's response body is handed to the server as is.
+//!
+//! Each try goes to the instance the service's balancer picks. A request is
+//! retried on another instance only when sending it twice is safe and
+//! possible: an idempotent method or an `Idempotency-Key`, a body small
+//! enough to have been buffered ([`MAX_RETRIED_BODY`]), a failure of the
+//! upstream (no answer, no connection, a timeout of the try, or a
+//! 502/503/504), time left, and room in the retry budget. Everything else
+//! streams once, as before.
 
 use std::io::Write as _;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -21,27 +31,36 @@ use axum::http::header::{
     UPGRADE,
 };
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri, Version};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http_body_util::Limited;
-use hyper::body::Incoming;
+use http::uri::PathAndQuery;
+use http_body_util::{BodyExt as _, Either, Full, Limited};
+use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::time::Instant;
 use zocalo_http::auth::{KeySource, TokenError, TokenVerifier};
+use zocalo_http::balance::{Endpoint, EndpointId, Pick};
 use zocalo_http::client_ip::{client_ip, peer_ip};
 use zocalo_http::ratelimit::KeyedLimiter;
 use zocalo_http::server::REQUEST_ID;
 
+use crate::bulkhead::Permit;
 use crate::error::GatewayError;
-use crate::routes::{Route, RouteTable, Upstream, has_dot_segment};
+use crate::routes::{Route, RouteTable, has_dot_segment};
 use crate::settings::Settings;
 
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+
+/// The largest request body kept in memory so that the request can be sent
+/// again; larger or unknown-length bodies stream once and are not retried.
+const MAX_RETRIED_BODY: u64 = 64 * 1024;
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1);
 /// `proxy-*` ones are removed by prefix.
@@ -66,7 +85,27 @@ const POOL_MAX_IDLE_PER_HOST: usize = 512;
 #[derive(Debug, Clone)]
 pub(crate) struct RouteLabel(pub Arc<str>);
 
-type UpstreamClient = Client<HttpConnector, Limited<Body>>;
+/// A request body on its way up: streamed (sent once) or buffered (can be
+/// sent again). `Full` of a shared `Bytes` makes a re-send a reference count,
+/// not a copy.
+type UpstreamBody = Either<Limited<Body>, Full<Bytes>>;
+type UpstreamClient = Client<HttpConnector, UpstreamBody>;
+
+/// The request body as received, before the first try.
+enum Payload {
+    Stream(Body),
+    Buffered(Bytes),
+}
+
+/// Why one try failed.
+enum Failure {
+    /// The upstream answered 502, 503 or 504.
+    Status(http::Response<Incoming>),
+    /// No answer within the try's budget.
+    Timeout,
+    /// No connection, or it broke before the response head.
+    Transport(hyper_util::client::legacy::Error),
+}
 
 /// Everything a request needs, built once at startup and shared.
 pub(crate) struct Gateway {
@@ -77,14 +116,13 @@ pub(crate) struct Gateway {
     trusted_proxies: Box<[IpAddr]>,
     max_body_bytes: usize,
     max_header_bytes: usize,
+    max_attempts: u32,
 }
 
 impl Gateway {
     pub fn new(settings: &Settings) -> anyhow::Result<Self> {
-        let routes = RouteTable::new(
-            &settings.routes,
-            Duration::from_millis(settings.default_timeout_ms),
-        )?;
+        settings.check_resilience()?;
+        let routes = RouteTable::new(settings)?;
         let verifier = settings.effective_jwks_url().map(|url| {
             TokenVerifier::new(KeySource::Url(url), &settings.issuer, &settings.audience)
         });
@@ -96,6 +134,7 @@ impl Gateway {
             trusted_proxies: settings.trusted_proxies.clone().into_boxed_slice(),
             max_body_bytes: settings.max_body_bytes,
             max_header_bytes: settings.max_header_bytes,
+            max_attempts: settings.retry.max_attempts.max(1),
         })
     }
 
@@ -113,9 +152,9 @@ impl Gateway {
             return Err(GatewayError::DotSegments);
         }
         check_content_length(&parts.headers, self.max_body_bytes)?;
-        let upstream = route
-            .next_upstream()
-            .ok_or_else(|| GatewayError::NoUpstream(route.service.clone()))?;
+        if !route.has_upstreams() {
+            return Err(GatewayError::NoUpstream(route.service.clone()));
+        }
         if let Some(token) = bearer_token(&parts.headers) {
             self.verify(token).await?;
         }
@@ -127,25 +166,189 @@ impl Gateway {
         // body was first read; the upstream must not answer it again.
         parts.headers.remove(EXPECT);
         set_forwarded_headers(&mut parts.headers, &parts.uri, peer, peer_trusted);
-        parts.headers.insert(HOST, upstream.host.clone());
-        parts.uri = upstream_uri(upstream, &parts.uri)?;
-        // Upstream connections are HTTP/1.1 whatever the client spoke.
-        parts.version = Version::HTTP_11;
+        let payload = if may_resend(&parts.method, &parts.headers) {
+            // A client trickling its body must not hold anything for long;
+            // it holds no service slot yet either.
+            tokio::time::timeout(route.timeout, self.payload(body))
+                .await
+                .map_err(|_| GatewayError::BodyTimeout)??
+        } else {
+            Payload::Stream(body)
+        };
+        let permit = route
+            .bulkhead
+            .enter()
+            .ok_or_else(|| GatewayError::Overloaded(route.service.clone()))?;
+        route.balancer.budget().deposit();
+        let (response, pick) = self.relay(route, parts, payload).await?;
+        Ok(downstream(response, pick, permit))
+    }
 
-        let request = Request::from_parts(parts, Limited::new(body, self.max_body_bytes));
-        // The timeout bounds the wait for the response head, which includes
-        // sending the request body to services that read it first; the
-        // response body then streams for as long as it takes. Failures are
-        // not retried on another instance: the request may not be idempotent
-        // and its body is already gone.
-        let response = tokio::time::timeout(route.timeout, self.client.request(request))
-            .await
-            .map_err(|_| GatewayError::Timeout {
+    /// Buffer a small body of known length so that it can be sent again;
+    /// stream anything else.
+    async fn payload(&self, body: Body) -> Result<Payload, GatewayError> {
+        match body.size_hint().exact() {
+            Some(0) => Ok(Payload::Buffered(Bytes::new())),
+            Some(length) if length <= MAX_RETRIED_BODY => {
+                let collected = Limited::new(body, self.max_body_bytes)
+                    .collect()
+                    .await
+                    .map_err(|error| {
+                        if error.is::<http_body_util::LengthLimitError>() {
+                            GatewayError::BodyTooLarge {
+                                limit: self.max_body_bytes,
+                            }
+                        } else {
+                            GatewayError::BadBody
+                        }
+                    })?;
+                Ok(Payload::Buffered(collected.to_bytes()))
+            }
+            _ => Ok(Payload::Stream(body)),
+        }
+    }
+
+    /// Try instances until one answers, the request may not be retried, or
+    /// its time, tries or retry budget run out. The pick comes back with the
+    /// response: it counts as in flight until the body has been sent.
+    async fn relay(
+        &self,
+        route: &Route,
+        parts: Parts,
+        payload: Payload,
+    ) -> Result<(http::Response<Incoming>, Pick), GatewayError> {
+        let deadline = Instant::now() + route.timeout;
+        let Parts {
+            method,
+            uri,
+            mut headers,
+            ..
+        } = parts;
+        let path = uri.path_and_query().cloned();
+        let (mut stream, buffered) = match payload {
+            Payload::Stream(body) => (Some(body), None),
+            Payload::Buffered(bytes) => (None, Some(bytes)),
+        };
+        // Only a buffered body can be sent again, and only to another
+        // instance: with one instance there is a single try (and no copy of
+        // the headers to keep for a second one).
+        let max_attempts = if buffered.is_some() && route.balancer.len() > 1 {
+            self.max_attempts
+        } else {
+            1
+        };
+        // A streamed body is never retried, so its one try may use the
+        // whole budget (a large upload must not be cut at the try timeout);
+        // a resendable request gives up on a hanging instance early.
+        let try_timeout = if buffered.is_some() {
+            route.try_timeout
+        } else {
+            route.timeout
+        };
+        let mut pick = route
+            .balancer
+            .pick(&[])
+            .ok_or_else(|| self.unavailable(route))?;
+        let mut tried: Vec<EndpointId> = Vec::new();
+        let mut attempt = 1;
+        loop {
+            let body = match (&buffered, stream.take()) {
+                (Some(bytes), _) => Either::Right(Full::new(bytes.clone())),
+                (None, Some(body)) => Either::Left(Limited::new(body, self.max_body_bytes)),
+                // A streamed body allows one try only (max_attempts = 1).
+                (None, None) => unreachable!("a streamed body is sent once"),
+            };
+            // Headers are copied only while another try may follow.
+            let try_headers = if attempt < max_attempts {
+                headers.clone()
+            } else {
+                std::mem::take(&mut headers)
+            };
+            let request =
+                upstream_request(&method, path.clone(), try_headers, pick.endpoint(), body)?;
+            let budget = try_timeout.min(deadline.saturating_duration_since(Instant::now()));
+            let failure = match tokio::time::timeout(budget, self.client.request(request)).await {
+                Ok(Ok(response)) if !is_upstream_failure(response.status()) => {
+                    pick.success();
+                    return Ok((response, pick));
+                }
+                Ok(Ok(response)) => Failure::Status(response),
+                Ok(Err(error)) => Failure::Transport(error),
+                Err(_) => Failure::Timeout,
+            };
+            let upstream_at_fault = match &failure {
+                Failure::Transport(error) => GatewayError::blames_upstream(error),
+                Failure::Status(_) | Failure::Timeout => true,
+            };
+            if upstream_at_fault {
+                pick.failure();
+            }
+            let next = if upstream_at_fault && attempt < max_attempts && Instant::now() < deadline {
+                tried.push(pick.id());
+                self.next_try(route, &tried)
+            } else {
+                None
+            };
+            match next {
+                Some(next) => {
+                    tracing::debug!(
+                        service = %route.service,
+                        from = pick.endpoint().url(),
+                        to = next.endpoint().url(),
+                        "retrying on another instance"
+                    );
+                    pick = next;
+                    attempt += 1;
+                }
+                None => return self.give_up(route, failure, pick),
+            }
+        }
+    }
+
+    /// Another instance than those tried, if there is one and the retry
+    /// budget allows.
+    fn next_try(&self, route: &Route, tried: &[EndpointId]) -> Option<Pick> {
+        let next = route.balancer.pick(tried)?;
+        if tried.contains(&next.id()) {
+            // No other instance: the same one again would most likely fail
+            // the same way, and only add load.
+            return None;
+        }
+        route.balancer.budget().try_withdraw().then_some(next)
+    }
+
+    /// The last try's failure, as the client sees it: the upstream's own
+    /// 502/503/504 relayed, or our 504/502.
+    fn give_up(
+        &self,
+        route: &Route,
+        failure: Failure,
+        pick: Pick,
+    ) -> Result<(http::Response<Incoming>, Pick), GatewayError> {
+        match failure {
+            Failure::Status(response) => Ok((response, pick)),
+            Failure::Timeout => Err(GatewayError::Timeout {
                 service: route.service.clone(),
                 timeout: route.timeout,
-            })?
-            .map_err(|e| GatewayError::from_client(&route.service, e, self.max_body_bytes))?;
-        Ok(downstream(response))
+            }),
+            Failure::Transport(error) => Err(GatewayError::from_client(
+                &route.service,
+                error,
+                self.max_body_bytes,
+            )),
+        }
+    }
+
+    /// No instance to send to: none at all, or every one ejected.
+    fn unavailable(&self, route: &Route) -> GatewayError {
+        if route.has_upstreams() {
+            GatewayError::AllEjected {
+                service: route.service.clone(),
+                retry_after_secs: route.balancer.retry_after().as_secs_f64().ceil() as u64,
+            }
+        } else {
+            GatewayError::NoUpstream(route.service.clone())
+        }
     }
 
     /// One token per client address; with trusted proxies in front, the
@@ -336,20 +539,90 @@ fn append_forwarded_for(headers: &mut HeaderMap, ip: IpAddr) {
     };
 }
 
-/// `http://upstream` + the client's path and query, unchanged.
-fn upstream_uri(upstream: &Upstream, original: &Uri) -> Result<Uri, GatewayError> {
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(upstream.scheme.clone());
-    parts.authority = Some(upstream.authority.clone());
-    parts.path_and_query = original.path_and_query().cloned();
-    Uri::from_parts(parts).map_err(|_| GatewayError::BadTarget)
+/// Whether sending the request twice is harmless: an idempotent method
+/// (RFC 9110 §9.2.2), or a client that made it so with an `Idempotency-Key`.
+fn may_resend(method: &Method, headers: &HeaderMap) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
+    ) || headers.contains_key(IDEMPOTENCY_KEY)
 }
 
-/// The upstream's response, minus what described its connection to us.
-fn downstream(response: http::Response<Incoming>) -> Response {
+/// The answers that mean "this instance cannot serve now" rather than "this
+/// request failed": worth another instance, and counted by the breaker.
+fn is_upstream_failure(status: StatusCode) -> bool {
+    matches!(
+        status,
+        StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
+    )
+}
+
+/// One try's request: the client's method, path and headers, addressed to
+/// `endpoint` (its authority is the `Host`, HTTP/1.1 whatever the client
+/// spoke).
+fn upstream_request(
+    method: &Method,
+    path: Option<PathAndQuery>,
+    mut headers: HeaderMap,
+    endpoint: &Endpoint,
+    body: UpstreamBody,
+) -> Result<http::Request<UpstreamBody>, GatewayError> {
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(endpoint.scheme());
+    parts.authority = Some(endpoint.authority().clone());
+    parts.path_and_query = path;
+    let uri = Uri::from_parts(parts).map_err(|_| GatewayError::BadTarget)?;
+    headers.insert(HOST, endpoint.host_header().clone());
+    let mut request = http::Request::new(body);
+    *request.method_mut() = method.clone();
+    *request.uri_mut() = uri;
+    *request.version_mut() = Version::HTTP_11;
+    *request.headers_mut() = headers;
+    Ok(request)
+}
+
+/// The upstream's response, minus what described its connection to us. The
+/// instance's in-flight count and the service's bulkhead slot are released
+/// when the body has been sent (or dropped), not at the response head, so
+/// that long downloads count as load.
+fn downstream(response: http::Response<Incoming>, pick: Pick, permit: Permit) -> Response {
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    Response::from_parts(parts, Body::new(body))
+    Response::from_parts(
+        parts,
+        Body::new(Tracked {
+            body,
+            _pick: pick,
+            _permit: permit,
+        }),
+    )
+}
+
+/// A response body that holds its request's slots until it is done.
+struct Tracked {
+    body: Incoming,
+    _pick: Pick,
+    _permit: Permit,
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }
 
 #[cfg(test)]
@@ -414,6 +687,34 @@ mod tests {
         assert_eq!(token("Bearer"), Some(Vec::new()));
         assert_eq!(token("Basic YTpi"), None);
         assert!(bearer_token(&HeaderMap::new()).is_none());
+    }
+
+    #[test]
+    fn only_idempotent_or_keyed_requests_may_be_resent() {
+        for method in [
+            Method::GET,
+            Method::HEAD,
+            Method::OPTIONS,
+            Method::PUT,
+            Method::DELETE,
+        ] {
+            assert!(may_resend(&method, &HeaderMap::new()), "{method}");
+        }
+        for method in [Method::POST, Method::PATCH] {
+            assert!(!may_resend(&method, &HeaderMap::new()), "{method}");
+            let keyed = headers(&[("idempotency-key", "k1")]);
+            assert!(may_resend(&method, &keyed), "{method} with a key");
+        }
+    }
+
+    #[test]
+    fn only_gateway_statuses_count_against_an_instance() {
+        for status in [502, 503, 504] {
+            assert!(is_upstream_failure(StatusCode::from_u16(status).unwrap()));
+        }
+        for status in [200, 404, 429, 500, 501] {
+            assert!(!is_upstream_failure(StatusCode::from_u16(status).unwrap()));
+        }
     }
 
     #[test]

@@ -1,102 +1,38 @@
-//! The route table: which upstream a path goes to.
+//! The route table: which service a path goes to, and the shared state of
+//! each service (its balancer over the live instances and its bulkhead).
 //!
-//! Built once from the settings and then only read, so the per-request work
-//! is a scan of a handful of prefixes (longest first) and one atomic
-//! increment for round robin. Everything a request needs from its route
-//! (upstream URI parts, the `Host` value, the metrics label) is precomputed
-//! here so that forwarding allocates as little as possible.
+//! Routes are built once from the settings and then only read, so the
+//! per-request work is a scan of a handful of prefixes (longest first). The
+//! instances behind a service change at runtime through [`Upstreams`]; all
+//! routes of one service share one balancer, so their requests see the same
+//! breakers and load.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
-use http::HeaderValue;
-use http::uri::{Authority, Scheme, Uri};
+use zocalo_http::balance::Balancer;
 
-use crate::settings::RouteSettings;
+use crate::bulkhead::Bulkhead;
+use crate::settings::Settings;
 
-/// One instance of a service.
-#[derive(Debug)]
-pub(crate) struct Upstream {
-    pub scheme: Scheme,
-    pub authority: Authority,
-    /// The `Host` header sent to this upstream: its own authority.
-    pub host: HeaderValue,
-}
-
-impl Upstream {
-    fn parse(url: &str) -> anyhow::Result<Self> {
-        let uri: Uri = url
-            .parse()
-            .with_context(|| format!("upstream `{url}` is not a URL"))?;
-        // The connector speaks plain HTTP; TLS to services is the mesh's job.
-        ensure!(
-            uri.scheme() == Some(&Scheme::HTTP),
-            "upstream `{url}` must be an http:// URL"
-        );
-        let authority = uri
-            .authority()
-            .cloned()
-            .with_context(|| format!("upstream `{url}` has no host"))?;
-        // Paths are forwarded unchanged, so a base path would silently be lost.
-        ensure!(
-            matches!(uri.path(), "" | "/") && uri.query().is_none(),
-            "upstream `{url}` must not have a path or query"
-        );
-        let host = HeaderValue::from_str(authority.as_str())
-            .with_context(|| format!("upstream `{url}` has an invalid host"))?;
-        Ok(Self {
-            scheme: Scheme::HTTP,
-            authority,
-            host,
-        })
-    }
-}
-
-/// A prefix and the instances behind it.
+/// A prefix and the service behind it.
 #[derive(Debug)]
 pub(crate) struct Route {
     pub prefix: Arc<str>,
     pub service: Arc<str>,
+    /// The whole budget of a request, retries included.
     pub timeout: Duration,
-    upstreams: Box<[Upstream]>,
-    next: AtomicUsize,
+    /// The budget of one try (at most what is left of `timeout`).
+    pub try_timeout: Duration,
+    pub balancer: Balancer,
+    pub bulkhead: Arc<Bulkhead>,
 }
 
 impl Route {
-    fn new(settings: &RouteSettings, default_timeout: Duration) -> anyhow::Result<Self> {
-        let prefix = normalize_prefix(&settings.prefix)?;
-        let upstreams = settings
-            .upstreams
-            .iter()
-            .map(|url| Upstream::parse(url))
-            .collect::<anyhow::Result<Vec<_>>>()
-            .with_context(|| format!("route `{prefix}`"))?;
-        Ok(Self {
-            prefix: prefix.into(),
-            service: settings.service.as_str().into(),
-            timeout: settings
-                .timeout_ms
-                .map_or(default_timeout, Duration::from_millis),
-            upstreams: upstreams.into_boxed_slice(),
-            next: AtomicUsize::new(0),
-        })
-    }
-
-    /// The next instance, round robin; `None` when the service has none.
-    pub fn next_upstream(&self) -> Option<&Upstream> {
-        if self.upstreams.is_empty() {
-            return None;
-        }
-        // Relaxed is enough: fairness, not ordering, is all we need, and the
-        // counter wrapping around only skews one step.
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        self.upstreams.get(n % self.upstreams.len())
-    }
-
     pub fn has_upstreams(&self) -> bool {
-        !self.upstreams.is_empty()
+        !self.balancer.is_empty()
     }
 
     fn matches(&self, path: &str) -> bool {
@@ -104,25 +40,135 @@ impl Route {
     }
 }
 
+/// The state shared by every route of one service.
+#[derive(Debug, Clone)]
+struct Service {
+    balancer: Balancer,
+    bulkhead: Arc<Bulkhead>,
+}
+
+/// The instances of every routed service, changeable at runtime (what
+/// discovery calls on every change). Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Upstreams {
+    services: Arc<HashMap<Arc<str>, Balancer>>,
+}
+
+impl Upstreams {
+    /// Replace the instances of `service` with `urls` (`http://host:port`).
+    /// Instances that stay keep their breaker state and load; an invalid URL
+    /// leaves the set unchanged.
+    pub fn set(&self, service: &str, urls: &[String]) -> anyhow::Result<()> {
+        let balancer = self
+            .services
+            .get(service)
+            .with_context(|| format!("no route goes to service `{service}`"))?;
+        balancer.set_endpoints(urls)?;
+        tracing::info!(
+            service,
+            instances = urls.len(),
+            "upstream instances updated"
+        );
+        Ok(())
+    }
+
+    /// The current instances of `service`, as base URLs.
+    pub fn get(&self, service: &str) -> Option<Vec<String>> {
+        let balancer = self.services.get(service)?;
+        Some(
+            balancer
+                .endpoints()
+                .iter()
+                .map(|e| e.url().to_owned())
+                .collect(),
+        )
+    }
+
+    /// The names of the routed services.
+    pub fn services(&self) -> impl Iterator<Item = &str> {
+        self.services.keys().map(|name| &**name)
+    }
+}
+
 /// All routes, longest prefix first.
 #[derive(Debug)]
 pub(crate) struct RouteTable {
     routes: Box<[Route]>,
+    upstreams: Upstreams,
+}
+
+/// One balancer and one bulkhead per service, over the union of the
+/// upstreams its routes list (normally the same list, set per service).
+fn build_services(settings: &Settings) -> anyhow::Result<HashMap<&str, Service>> {
+    let mut urls: HashMap<&str, Vec<String>> = HashMap::new();
+    for route in &settings.routes {
+        let list = urls.entry(route.service.as_str()).or_default();
+        for url in &route.upstreams {
+            if !list.contains(url) {
+                list.push(url.clone());
+            }
+        }
+    }
+    urls.into_iter()
+        .map(|(name, urls)| {
+            let balancer =
+                Balancer::new(name, settings.balancing, settings.breaker, &settings.retry);
+            balancer
+                .set_endpoints(&urls)
+                .with_context(|| format!("service `{name}`"))?;
+            let service = Service {
+                balancer,
+                bulkhead: Arc::new(Bulkhead::new(name, settings.max_concurrent)),
+            };
+            Ok((name, service))
+        })
+        .collect()
 }
 
 impl RouteTable {
-    pub fn new(settings: &[RouteSettings], default_timeout: Duration) -> anyhow::Result<Self> {
+    pub fn new(settings: &Settings) -> anyhow::Result<Self> {
+        let services = build_services(settings)?;
+        let default_timeout = Duration::from_millis(settings.default_timeout_ms);
         let mut routes = settings
+            .routes
             .iter()
-            .map(|r| Route::new(r, default_timeout))
+            .map(|r| {
+                let prefix = normalize_prefix(&r.prefix)?;
+                let service = &services[r.service.as_str()];
+                let timeout = r.timeout_ms.map_or(default_timeout, Duration::from_millis);
+                let try_timeout =
+                    Duration::from_millis(r.try_timeout_ms.unwrap_or(settings.try_timeout_ms))
+                        .min(timeout);
+                Ok(Route {
+                    prefix: prefix.into(),
+                    service: r.service.as_str().into(),
+                    timeout,
+                    try_timeout,
+                    balancer: service.balancer.clone(),
+                    bulkhead: service.bulkhead.clone(),
+                })
+            })
             .collect::<anyhow::Result<Vec<_>>>()?;
         routes.sort_by_key(|route| std::cmp::Reverse(route.prefix.len()));
         if let Some(pair) = routes.windows(2).find(|w| w[0].prefix == w[1].prefix) {
             bail!("route prefix `{}` is configured twice", pair[0].prefix);
         }
+        let upstreams = Upstreams {
+            services: Arc::new(
+                services
+                    .into_iter()
+                    .map(|(name, service)| (Arc::from(name), service.balancer))
+                    .collect(),
+            ),
+        };
         Ok(Self {
             routes: routes.into_boxed_slice(),
+            upstreams,
         })
+    }
+
+    pub fn upstreams(&self) -> &Upstreams {
+        &self.upstreams
     }
 
     /// The route for `path` (without the query string).
@@ -188,13 +234,21 @@ fn is_dot_segment(segment: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::settings::RouteSettings;
+
+    fn settings_with(routes: Vec<RouteSettings>) -> Settings {
+        Settings {
+            routes,
+            ..Settings::default()
+        }
+    }
 
     fn table(prefixes: &[&str]) -> RouteTable {
-        let settings: Vec<_> = prefixes
+        let routes = prefixes
             .iter()
             .map(|p| RouteSettings::new(p, "svc"))
             .collect();
-        RouteTable::new(&settings, Duration::from_secs(1)).unwrap()
+        RouteTable::new(&settings_with(routes)).unwrap()
     }
 
     fn found<'a>(table: &'a RouteTable, path: &str) -> Option<&'a str> {
@@ -222,12 +276,12 @@ mod tests {
 
     #[test]
     fn bad_tables_are_refused() {
-        let dup = [
+        let dup = vec![
             RouteSettings::new("/a", "x"),
             RouteSettings::new("/a/", "y"),
         ];
-        assert!(RouteTable::new(&dup, Duration::from_secs(1)).is_err());
-        assert!(RouteTable::new(&[RouteSettings::new("a", "x")], Duration::ZERO).is_err());
+        assert!(RouteTable::new(&settings_with(dup)).is_err());
+        assert!(RouteTable::new(&settings_with(vec![RouteSettings::new("a", "x")])).is_err());
         for url in [
             "https://x:1",
             "http://x:1/base",
@@ -238,22 +292,49 @@ mod tests {
             let mut route = RouteSettings::new("/a", "x");
             route.upstreams = vec![url.into()];
             assert!(
-                RouteTable::new(&[route], Duration::ZERO).is_err(),
+                RouteTable::new(&settings_with(vec![route])).is_err(),
                 "{url} should be refused"
             );
         }
     }
 
     #[test]
-    fn upstreams_rotate() {
-        let mut route = RouteSettings::new("/a", "x");
-        route.upstreams = vec!["http://one:1".into(), "http://two:2/".into()];
-        let table = RouteTable::new(&[route], Duration::ZERO).unwrap();
-        let route = table.find("/a").unwrap();
-        let hosts: Vec<_> = (0..4)
-            .map(|_| route.next_upstream().unwrap().host.clone())
-            .collect();
-        assert_eq!(hosts, ["one:1", "two:2", "one:1", "two:2"]);
+    fn routes_of_one_service_share_its_instances() {
+        let mut one = RouteSettings::new("/a", "x");
+        one.upstreams = vec!["http://one:1".into()];
+        let mut two = RouteSettings::new("/b", "x");
+        two.upstreams = vec!["http://two:2/".into()];
+        two.timeout_ms = Some(100);
+        let table = RouteTable::new(&settings_with(vec![
+            one,
+            two,
+            RouteSettings::new("/c", "y"),
+        ]))
+        .unwrap();
+        let upstreams = table.upstreams();
+        assert_eq!(
+            upstreams.get("x").unwrap(),
+            ["http://one:1", "http://two:2"],
+            "the union of the routes' lists"
+        );
+        assert_eq!(
+            table.find("/b").unwrap().try_timeout,
+            Duration::from_millis(100),
+            "a try never outlasts its request"
+        );
+
+        upstreams.set("x", &["http://three:3".into()]).unwrap();
+        for prefix in ["/a", "/b"] {
+            let route = table.find(prefix).unwrap();
+            let pick = route.balancer.pick(&[]).unwrap();
+            assert_eq!(pick.endpoint().url(), "http://three:3");
+        }
+        assert!(!table.find("/c").unwrap().has_upstreams());
+        upstreams.set("y", &["http://four:4".into()]).unwrap();
+        assert!(table.find("/c").unwrap().has_upstreams());
+        assert!(upstreams.set("nobody", &[]).is_err());
+        assert!(upstreams.set("x", &["ftp://x".into()]).is_err());
+        assert_eq!(upstreams.get("x").unwrap(), ["http://three:3"]);
     }
 
     #[test]

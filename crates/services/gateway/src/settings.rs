@@ -8,10 +8,13 @@
 use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
+use zocalo_http::balance::{BreakerSettings, RetrySettings, Strategy};
 use zocalo_http::ratelimit::RateLimit;
 
 /// One routing rule: requests whose path starts with `prefix` (on a segment
-/// boundary) go to one of `upstreams`, round robin.
+/// boundary) go to one of the instances of `service`. Routes of the same
+/// service share its instances (the union of their `upstreams`) and their
+/// state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteSettings {
     /// A path prefix such as `/api/reviews`; the longest matching one wins.
@@ -25,6 +28,10 @@ pub struct RouteSettings {
     /// `default_timeout_ms` when absent.
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// How long one try may take before another instance is tried; the
+    /// gateway's `try_timeout_ms` when absent, never more than the timeout.
+    #[serde(default)]
+    pub try_timeout_ms: Option<u64>,
 }
 
 impl RouteSettings {
@@ -34,6 +41,7 @@ impl RouteSettings {
             service: service.into(),
             upstreams: Vec::new(),
             timeout_ms: None,
+            try_timeout_ms: None,
         }
     }
 }
@@ -61,7 +69,21 @@ pub struct Settings {
     /// `"*"` allows any origin.
     pub cors_allowed_origins: Vec<String>,
     pub connect_timeout_ms: u64,
+    /// The whole budget of a proxied request, retries included, when its
+    /// route sets no `timeout_ms`.
     pub default_timeout_ms: u64,
+    /// The budget of one try when its route sets no `try_timeout_ms`: an
+    /// instance that hangs longer counts as failed and the request moves on.
+    pub try_timeout_ms: u64,
+    /// How instances are chosen: `"p2c"` (power of two choices on requests
+    /// in flight) or `"round_robin"`.
+    pub balancing: Strategy,
+    /// When an instance is ejected, and for how long.
+    pub breaker: BreakerSettings,
+    /// Retries of idempotent requests and their budget.
+    pub retry: RetrySettings,
+    /// Requests in flight per service; beyond it the gateway answers 503.
+    pub max_concurrent: usize,
     /// Send `Strict-Transport-Security`; only meaningful behind TLS.
     pub hsts: bool,
 }
@@ -84,6 +106,11 @@ impl Default for Settings {
             cors_allowed_origins: Vec::new(),
             connect_timeout_ms: 1000,
             default_timeout_ms: 30_000,
+            try_timeout_ms: 10_000,
+            balancing: Strategy::default(),
+            breaker: BreakerSettings::default(),
+            retry: RetrySettings::default(),
+            max_concurrent: 1024,
             hsts: false,
         }
     }
@@ -115,6 +142,26 @@ impl Settings {
         for route in self.routes.iter_mut().filter(|r| r.service == service) {
             route.upstreams = upstreams.to_vec();
         }
+    }
+
+    /// Refuse values that would turn the resilience layer against the
+    /// traffic: no slots at all, tries that time out at once, a budget that
+    /// is not a number.
+    pub fn check_resilience(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.max_concurrent > 0, "max_concurrent must be at least 1");
+        anyhow::ensure!(
+            self.try_timeout_ms > 0 && self.routes.iter().all(|r| r.try_timeout_ms != Some(0)),
+            "try_timeout_ms must be at least 1"
+        );
+        anyhow::ensure!(
+            self.breaker.open_ms > 0,
+            "breaker.open_ms must be at least 1"
+        );
+        anyhow::ensure!(
+            self.retry.budget_ratio.is_finite() && self.retry.budget_ratio >= 0.0,
+            "retry.budget_ratio must be a number of at least 0"
+        );
+        Ok(())
     }
 
     /// The rate limit in force, if any.
@@ -217,6 +264,38 @@ timeout_ms = 5000
         );
         assert_eq!(settings.effective_rate_limit(), None);
         assert!(Settings::default().effective_rate_limit().is_some());
+    }
+
+    #[test]
+    fn resilience_settings_are_read_from_a_file() {
+        let settings: Settings = serde_json::from_str(
+            r#"{"balancing": "round_robin", "breaker": {"open_ms": 100},
+                "retry": {"max_attempts": 2}, "max_concurrent": 8, "try_timeout_ms": 50,
+                "routes": [{"prefix": "/a", "service": "a", "try_timeout_ms": 20}]}"#,
+        )
+        .unwrap();
+        assert_eq!(settings.balancing, Strategy::RoundRobin);
+        assert_eq!(settings.breaker.open_ms, 100);
+        assert_eq!(settings.breaker.consecutive_failures, 5, "defaults fill in");
+        assert_eq!(settings.retry.max_attempts, 2);
+        assert!((settings.retry.budget_ratio - 0.2).abs() < f64::EPSILON);
+        assert_eq!(settings.max_concurrent, 8);
+        assert_eq!(settings.try_timeout_ms, 50);
+        assert_eq!(settings.routes[0].try_timeout_ms, Some(20));
+        assert!(settings.check_resilience().is_ok());
+        for bad in [
+            r#"{"max_concurrent": 0}"#,
+            r#"{"try_timeout_ms": 0}"#,
+            r#"{"breaker": {"open_ms": 0}}"#,
+            r#"{"retry": {"budget_ratio": -1}}"#,
+            r#"{"routes": [{"prefix": "/a", "service": "a", "try_timeout_ms": 0}]}"#,
+        ] {
+            let settings: Settings = serde_json::from_str(bad).unwrap();
+            assert!(settings.check_resilience().is_err(), "{bad}");
+        }
+        let default: Settings = serde_json::from_str("{}").unwrap();
+        assert_eq!(default.balancing, Strategy::PowerOfTwoChoices);
+        assert!(serde_json::from_str::<Settings>(r#"{"balancing": "random"}"#).is_err());
     }
 
     #[test]

@@ -67,15 +67,12 @@ async fn a_route_with_one_dead_instance_still_serves_from_the_others() {
     settings.routes.push(route);
     let gateway = spawn_gateway(settings).await;
 
-    let mut statuses = Vec::new();
-    for _ in 0..4 {
+    for _ in 0..8 {
         let response = gateway.client.get("/api/things").send().await.unwrap();
-        statuses.push(response.status().as_u16());
+        // A GET that meets the dead instance is retried on the live one.
+        assert_eq!(response.status(), 200);
     }
-    // No retries across instances (requests may not be idempotent): the
-    // dead one answers 502 on its turns.
-    assert_eq!(statuses, [200, 502, 200, 502]);
-    assert_eq!(alive.hits(), 2);
+    assert_eq!(alive.hits(), 8);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

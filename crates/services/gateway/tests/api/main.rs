@@ -3,6 +3,7 @@
 
 mod admin;
 mod auth;
+mod balancing;
 mod failures;
 mod headers;
 mod limits;

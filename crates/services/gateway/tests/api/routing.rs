@@ -1,7 +1,7 @@
 //! Which upstream a path reaches: prefixes on segment boundaries, the
 //! longest one first, round robin across instances.
 
-use zocalo_gateway::RouteSettings;
+use zocalo_gateway::{RouteSettings, Strategy};
 use zocalo_testkit::{TestTokens, expect_problem};
 
 use crate::support::{header, settings, spawn_gateway, spawn_upstream};
@@ -80,11 +80,12 @@ async fn unknown_paths_are_404_problems_that_reach_nobody() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn instances_of_a_service_take_turns() {
+async fn instances_of_a_service_take_turns_with_round_robin() {
     let tokens = TestTokens::new();
     let first = spawn_upstream("first", &tokens).await;
     let second = spawn_upstream("second", &tokens).await;
     let mut settings = settings(&first.url);
+    settings.balancing = Strategy::RoundRobin;
     settings.set_upstreams("reviews", &[first.url.clone(), second.url.clone()]);
     let gateway = spawn_gateway(settings).await;
 
@@ -99,6 +100,25 @@ async fn instances_of_a_service_take_turns() {
     );
     assert_eq!(first.hits(), 3);
     assert_eq!(second.hits(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn power_of_two_choices_spreads_requests_over_every_instance() {
+    let tokens = TestTokens::new();
+    let first = spawn_upstream("first", &tokens).await;
+    let second = spawn_upstream("second", &tokens).await;
+    let mut settings = settings(&first.url);
+    settings.set_upstreams("reviews", &[first.url.clone(), second.url.clone()]);
+    let gateway = spawn_gateway(settings).await;
+
+    for _ in 0..40 {
+        let response = gateway.client.get("/api/reviews").send().await.unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    // With nothing in flight the two choices are a coin toss: both serve
+    // (all 40 on one side has a chance of 2^-39).
+    assert!(first.hits() > 0 && second.hits() > 0);
+    assert_eq!(first.hits() + second.hits(), 40);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

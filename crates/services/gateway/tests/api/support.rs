@@ -21,7 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use zocalo_gateway::{Application, Settings};
+use zocalo_gateway::{Application, Settings, Upstreams};
 use zocalo_testkit::{AUDIENCE, Client, ISSUER, TestTokens};
 
 /// Size of one chunk of `/api/content/big`, and how many there are.
@@ -210,6 +210,8 @@ pub fn settings(upstream: &str) -> Settings {
 pub struct TestGateway {
     pub client: Client,
     pub port: u16,
+    /// Changes the instances of a service while the gateway runs.
+    pub upstreams: Upstreams,
     stop: CancellationToken,
     server: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -234,11 +236,13 @@ impl Drop for TestGateway {
 pub async fn spawn_gateway(settings: Settings) -> TestGateway {
     let app = Application::build(settings).await.expect("gateway builds");
     let port = app.port();
+    let upstreams = app.upstreams();
     let stop = CancellationToken::new();
     let server = tokio::spawn(app.run_until_stopped(stop.clone()));
     TestGateway {
         client: Client::new(format!("http://127.0.0.1:{port}")),
         port,
+        upstreams,
         stop,
         server: Some(server),
     }
