@@ -1,87 +1,25 @@
 //! `zocalo serve` with NATS discovery: the instance announces itself once
 //! it answers, leaves discovery when told to stop, and expires when killed.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use zocalo_discovery::{Discovery, Instances, NatsDiscovery};
 
-use super::{tempfile_dir, zocalo};
+use super::distributed::Served;
 
 /// `zocalo serve reviews` registering in `bucket`; killed if the test
 /// fails before it stops.
-struct Served {
-    child: Child,
-    port: u16,
-    _data: tempfile_dir::Dir,
-}
-
-impl Served {
-    fn start(nats_url: &str, bucket: &str, ttl_ms: &str) -> Self {
-        let data = tempfile_dir::Dir::new();
-        let mut child = zocalo()
-            .args(["serve", "reviews"])
-            .env("ZOCALO_DATA_DIR", &data.0)
-            .env("ZOCALO_DISCOVERY__KIND", "nats")
-            .env("ZOCALO_DISCOVERY__NATS_URL", nats_url)
-            .env("ZOCALO_DISCOVERY__BUCKET", bucket)
-            .env("ZOCALO_DISCOVERY__TTL_MS", ttl_ms)
-            .env("ZOCALO_DISCOVERY__HEARTBEAT_MS", "500")
-            .env("ZOCALO_DISCOVERY__ZONE", "zone-e2e")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn zocalo serve reviews");
-        let stdout = child.stdout.take().unwrap();
-        // Owned from here on, so a failed start still reaps the process.
-        let mut served = Self {
-            child,
-            port: 0,
-            _data: data,
-        };
-        let (sender, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = sender.send(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(60);
-        served.port = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = lines
-                .recv_timeout(left)
-                .expect("zocalo serve printed its port");
-            if let Some(port) = line.strip_prefix("Reviews listening on port ") {
-                break port.parse().expect("a port number");
-            }
-        };
-        served
-    }
-
-    fn signal(&self, signal: &str) {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args([signal, &pid]).status().unwrap();
-        assert!(sent.success());
-    }
-
-    async fn exit_status(&mut self) -> std::process::ExitStatus {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "zocalo did not stop");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn serve_reviews(nats_url: &str, bucket: &str, ttl_ms: &str) -> Served {
+    let env = [
+        ("ZOCALO_DISCOVERY__KIND", "nats"),
+        ("ZOCALO_DISCOVERY__NATS_URL", nats_url),
+        ("ZOCALO_DISCOVERY__BUCKET", bucket),
+        ("ZOCALO_DISCOVERY__TTL_MS", ttl_ms),
+        ("ZOCALO_DISCOVERY__HEARTBEAT_MS", "500"),
+        ("ZOCALO_DISCOVERY__ZONE", "zone-e2e"),
+    ]
+    .map(|(k, v)| (k.to_owned(), v.to_owned()));
+    Served::start("reviews", &env)
 }
 
 fn nats_url() -> Option<String> {
@@ -126,7 +64,7 @@ async fn serve_registers_in_discovery_and_leaves_before_stopping() {
     let Some(nats_url) = nats_url() else { return };
     let bucket = unique_bucket();
     // Far longer than the test: only deregistration can remove the entry.
-    let mut served = Served::start(&nats_url, &bucket, "30000");
+    let mut served = serve_reviews(&nats_url, &bucket, "30000");
 
     let watcher = NatsDiscovery::connect(&nats_url, &bucket, Duration::from_secs(30))
         .await
@@ -160,8 +98,8 @@ async fn a_killed_serve_leaves_discovery_within_the_ttl() {
     let Some(nats_url) = nats_url() else { return };
     let bucket = unique_bucket();
     let ttl = Duration::from_secs(2);
-    let mut staying = Served::start(&nats_url, &bucket, "2000");
-    let mut killed = Served::start(&nats_url, &bucket, "2000");
+    let mut staying = serve_reviews(&nats_url, &bucket, "2000");
+    let mut killed = serve_reviews(&nats_url, &bucket, "2000");
 
     let watcher = NatsDiscovery::connect(&nats_url, &bucket, ttl)
         .await

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 mod discovery;
+mod distributed;
 
 const ADMIN_EMAIL: &str = "root@example.com";
 const ADMIN_PASSWORD: &str = "root-password-1";
@@ -116,24 +117,11 @@ impl Stack {
     }
 
     async fn token(&self, form: &[(&str, &str)]) -> reqwest::Response {
-        self.http
-            .post(self.url("/auth/token"))
-            .form(form)
-            .send()
-            .await
-            .unwrap()
+        token_at(&self.http, &self.base, form).await
     }
 
     async fn login(&self, email: &str, password: &str) -> Value {
-        let response = self
-            .token(&[
-                ("grant_type", "password"),
-                ("username", email),
-                ("password", password),
-            ])
-            .await;
-        assert_eq!(response.status(), 200, "login of {email}");
-        response.json().await.unwrap()
+        login_at(&self.http, &self.base, email, password).await
     }
 
     /// SIGTERM, then wait for a clean exit.
@@ -281,15 +269,53 @@ async fn a_reader_finds_what_an_editor_published() {
 }
 
 async fn register_and_login(stack: &Stack, email: &str) -> Value {
-    let registered = stack
-        .http
-        .post(stack.url("/auth/register"))
+    register_and_login_at(&stack.http, &stack.base, email).await
+}
+
+async fn token_at(http: &reqwest::Client, base: &str, form: &[(&str, &str)]) -> reqwest::Response {
+    http.post(format!("{base}/auth/token"))
+        .form(form)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Tokens for `email` from the gateway at `base`.
+async fn login_at(http: &reqwest::Client, base: &str, email: &str, password: &str) -> Value {
+    let form = [
+        ("grant_type", "password"),
+        ("username", email),
+        ("password", password),
+    ];
+    let response = token_at(http, base, &form).await;
+    assert_eq!(response.status(), 200, "login of {email}");
+    response.json().await.unwrap()
+}
+
+/// A new account with the password `a-good-password`, signed in.
+async fn register_and_login_at(http: &reqwest::Client, base: &str, email: &str) -> Value {
+    let registered = http
+        .post(format!("{base}/auth/register"))
         .json(&json!({"email": email, "password": "a-good-password", "name": email}))
         .send()
         .await
         .unwrap();
     assert_eq!(registered.status(), 201);
-    stack.login(email, "a-good-password").await
+    login_at(http, base, email, "a-good-password").await
+}
+
+/// The account id behind an access token.
+async fn user_id(http: &reqwest::Client, base: &str, access_token: &str) -> String {
+    let me: Value = http
+        .get(format!("{base}/auth/me"))
+        .bearer_auth(access_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    me["id"].as_str().unwrap().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -86,12 +86,17 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
 }
 
 /// One service, for a container or a pod.
-pub async fn serve(service: Service, settings: Settings) -> anyhow::Result<()> {
+pub async fn serve(service: Service, mut settings: Settings) -> anyhow::Result<()> {
+    // Every process of a deployment must agree on the issuer and audience:
+    // both come from `public_url` (default: the gateway's address).
+    settings.share_issuer(settings.gateway.listen.port());
     let shutdown = CancellationToken::new();
     let mut servers = Servers::new();
     let port = match service {
         Service::Gateway => {
-            let app = zocalo_gateway::Application::build(settings.gateway).await?;
+            let gateway = gateway_settings(&settings)?;
+            let app = zocalo_gateway::Application::build(gateway).await?;
+            follow_discovery(&settings.discovery, app.upstreams(), shutdown.clone()).await?;
             let port = app.port();
             servers.spawn(app.run_until_stopped(shutdown.clone()));
             port
@@ -125,6 +130,68 @@ pub async fn serve(service: Service, settings: Settings) -> anyhow::Result<()> {
     println!("{service:?} listening on port {port}");
     let registration = register(&settings.discovery, service, port).await?;
     wait(servers, shutdown, registration).await
+}
+
+/// The gateway's settings for `serve`: with a discovery source and no
+/// static `auth` instance, keys are fetched through the gateway itself
+/// (`/.well-known` is routed to whichever auth instance is alive).
+fn gateway_settings(settings: &Settings) -> anyhow::Result<zocalo_gateway::Settings> {
+    let mut gateway = settings.gateway.clone();
+    if settings.discovery.kind != DiscoveryKind::Static && gateway.effective_jwks_url().is_none() {
+        let port = gateway.listen.port();
+        anyhow::ensure!(
+            port != 0,
+            "key `gateway.jwks_url`: required when the gateway listens on port 0 with discovery"
+        );
+        gateway.jwks_url = Some(format!("http://127.0.0.1:{port}/.well-known/jwks.json"));
+    }
+    Ok(gateway)
+}
+
+/// Keep the gateway's instances in step with the discovery source: one task
+/// per routed service, ended by `shutdown`. Static discovery needs none (the
+/// route table already holds the configured upstreams).
+async fn follow_discovery(
+    settings: &DiscoverySettings,
+    upstreams: zocalo_gateway::Upstreams,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    if settings.kind == DiscoveryKind::Static {
+        return Ok(());
+    }
+    let discovery = zocalo_discovery::from_settings(settings, Default::default())
+        .await
+        .context("connecting to discovery")?;
+    let services: Vec<String> = upstreams.services().map(str::to_owned).collect();
+    for service in services {
+        let mut instances = match discovery.watch(&service).await {
+            Ok(instances) => instances,
+            Err(zocalo_discovery::DiscoveryError::UnknownService(_)) => {
+                tracing::warn!(%service, "discovery knows no such service: its routes get 503");
+                continue;
+            }
+            Err(error) => return Err(error).context("watching discovery"),
+        };
+        let upstreams = upstreams.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let urls: Vec<String> = instances
+                    .borrow_and_update()
+                    .iter()
+                    .map(|instance| instance.url.clone())
+                    .collect();
+                if let Err(error) = upstreams.set(&service, &urls) {
+                    tracing::warn!(%service, error = format!("{error:#}"), "ignoring discovered instances");
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    changed = instances.changed() => if changed.is_err() { return },
+                }
+            }
+        });
+    }
+    Ok(())
 }
 
 /// With NATS discovery, announce this instance once it is bound, so no

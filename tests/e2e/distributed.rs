@@ -1,0 +1,399 @@
+//! Distributed mode as an operator runs it: separate `zocalo serve`
+//! processes meeting through NATS discovery, reviews on PostgreSQL, two
+//! gateways in front. One reviews instance is killed with SIGKILL under a
+//! constant load of reads and idempotent writes; the clients must not see a
+//! single failure, and a replacement instance must get traffic within
+//! seconds.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+use zocalo_testkit::{Backend, database};
+
+use super::{ADMIN_EMAIL, ADMIN_PASSWORD, access, free_port, tempfile_dir, zocalo};
+
+/// One `zocalo serve <service>` process; killed if the test ends first.
+pub(crate) struct Served {
+    child: Child,
+    pub port: u16,
+    _data: tempfile_dir::Dir,
+}
+
+impl Served {
+    /// Start `zocalo serve <service>` with `env` and wait for the line
+    /// saying where it listens.
+    pub fn start(service: &str, env: &[(String, String)]) -> Self {
+        let data = tempfile_dir::Dir::new();
+        let mut child = zocalo()
+            .args(["serve", service])
+            .env("ZOCALO_DATA_DIR", &data.0)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn zocalo serve");
+        let stdout = child.stdout.take().unwrap();
+        // Owned from here on, so a failed start still reaps the process.
+        let mut served = Self {
+            child,
+            port: 0,
+            _data: data,
+        };
+        let (sender, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = sender.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        served.port = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("zocalo serve {service} printed its port"));
+            if let Some((_, port)) = line.split_once(" listening on port ") {
+                break port.parse().expect("a port number");
+            }
+        };
+        served
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.id().to_string();
+        let sent = std::process::Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    }
+
+    pub async fn exit_status(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "zocalo did not stop");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The environment every process of one deployment shares.
+fn deployment_env(nats_url: &str, bucket: &str, public_url: &str) -> Vec<(String, String)> {
+    [
+        ("ZOCALO_PUBLIC_URL", public_url),
+        ("ZOCALO_DISCOVERY__KIND", "nats"),
+        ("ZOCALO_DISCOVERY__NATS_URL", nats_url),
+        ("ZOCALO_DISCOVERY__BUCKET", bucket),
+        ("ZOCALO_DISCOVERY__TTL_MS", "3000"),
+        ("ZOCALO_DISCOVERY__HEARTBEAT_MS", "500"),
+        ("ZOCALO_ADMIN_EMAIL", ADMIN_EMAIL),
+        ("ZOCALO_ADMIN_PASSWORD", ADMIN_PASSWORD),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+fn with(base: &[(String, String)], extra: &[(&str, String)]) -> Vec<(String, String)> {
+    let mut env = base.to_vec();
+    env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+    env
+}
+
+/// Poll a gateway's metrics until it balances over `count` reviews
+/// instances (as discovery reports them).
+async fn wait_for_instances(http: &reqwest::Client, gateway: &str, count: usize) {
+    let wanted = format!("discovery_instances{{service=\"reviews\"}} {count}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let metrics = http
+            .get(format!("{gateway}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics.lines().any(|line| line == wanted) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{gateway} never saw {count} reviews instances"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The number of `GET /api/content` requests an instance has answered.
+async fn content_requests(http: &reqwest::Client, instance: &str) -> u64 {
+    let metrics = http
+        .get(format!("{instance}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    metrics
+        .lines()
+        .filter(|line| {
+            line.starts_with("http_requests_total{")
+                && line.contains("route=\"/api/content\"")
+                && line.contains("method=\"GET\"")
+        })
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// What the load saw: failures with their reason, and the ids of created
+/// reviews (one per distinct Idempotency-Key).
+#[derive(Default)]
+struct Outcome {
+    requests: u64,
+    failures: Vec<String>,
+    created: BTreeSet<String>,
+}
+
+/// One client: alternate gateways, mostly reads, every fourth request an
+/// idempotent write, until `stop`.
+async fn client_load(
+    http: reqwest::Client,
+    gateways: [String; 2],
+    token: String,
+    camera_id: String,
+    stop: Arc<AtomicBool>,
+    outcome: Arc<Mutex<Outcome>>,
+) {
+    // Bounded even if `stop` were never set.
+    for n in 0..20_000u32 {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let gateway = &gateways[n as usize % 2];
+        let result = if n % 4 == 3 {
+            let key = uuid::Uuid::new_v4().to_string();
+            http.post(format!("{gateway}/api/reviews"))
+                .bearer_auth(&token)
+                .header("idempotency-key", &key)
+                .json(&json!({"title": format!("Under load {key}"), "content": "Written while an instance died.", "rating": 4, "camera_id": camera_id}))
+                .send()
+                .await
+        } else {
+            http.get(format!("{gateway}/api/content?limit=5"))
+                .send()
+                .await
+        };
+        let mut outcome = outcome.lock().await;
+        outcome.requests += 1;
+        match result {
+            Ok(response) if response.status().is_success() => {
+                if response.status() == 201 {
+                    let body: Value = response.json().await.unwrap();
+                    outcome.created.insert(body["id"].as_str().unwrap().to_owned());
+                }
+            }
+            Ok(response) => {
+                let status = response.status();
+                let body = response.text().await.unwrap_or_default();
+                outcome.failures.push(format!("{status}: {body}"));
+            }
+            Err(error) => outcome.failures.push(format!("transport: {error}")),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_reviews_instance_under_load_fails_no_request() {
+    let Some(nats_url) = std::env::var("ZOCALO_TEST_NATS_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        eprintln!("ZOCALO_TEST_NATS_URL is unset: distributed test not run");
+        return;
+    };
+    let Some(reviews_db) = database(Backend::Postgres).await else {
+        eprintln!("ZOCALO_TEST_POSTGRES_URL is unset: distributed test not run");
+        return;
+    };
+    let bucket = format!("t_{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
+    let gateway_ports = [free_port(), free_port()];
+    let gateways = gateway_ports.map(|port| format!("http://127.0.0.1:{port}"));
+    let env = deployment_env(&nats_url, &bucket, &gateways[0]);
+
+    let auth = Served::start("auth", &env);
+    let jwks = format!("{}/.well-known/jwks.json", auth.url());
+    let reviews_env = with(
+        &env,
+        &[
+            ("ZOCALO_REVIEWS__DATABASE_URL", reviews_db.url.clone()),
+            ("ZOCALO_REVIEWS__JWKS_URL", jwks),
+        ],
+    );
+    let mut reviews: Vec<Served> = (0..3)
+        .map(|_| Served::start("reviews", &reviews_env))
+        .collect();
+    let _gateways: Vec<Served> = gateway_ports
+        .iter()
+        .map(|port| {
+            Served::start(
+                "gateway",
+                &with(
+                    &env,
+                    &[
+                        ("ZOCALO_GATEWAY__LISTEN", format!("127.0.0.1:{port}")),
+                        ("ZOCALO_GATEWAY__RATE_LIMIT__PER_SECOND", "0".into()),
+                    ],
+                ),
+            )
+        })
+        .collect();
+    let http = reqwest::Client::new();
+    for gateway in &gateways {
+        wait_for_instances(&http, gateway, 3).await;
+    }
+
+    // An editor with a camera to write about.
+    let editor = super::register_and_login_at(&http, &gateways[0], "kai@example.com").await;
+    let admin = super::login_at(&http, &gateways[1], ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let granted = http
+        .put(format!(
+            "{}/auth/users/{}/roles/editor",
+            gateways[1],
+            super::user_id(&http, &gateways[1], access(&editor)).await
+        ))
+        .bearer_auth(access(&admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(granted.status(), 200);
+    let editor = super::login_at(&http, &gateways[0], "kai@example.com", "a-good-password").await;
+    let camera: Value = http
+        .post(format!("{}/api/cameras", gateways[0]))
+        .bearer_auth(access(&editor))
+        .json(&json!({"brand": "Leica", "model": "Q3", "sensor": "full frame", "megapixels": 60.3, "released": 2023}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let camera_id = camera["id"].as_str().unwrap().to_owned();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let outcome = Arc::new(Mutex::new(Outcome::default()));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            tokio::spawn(client_load(
+                http.clone(),
+                gateways.clone(),
+                access(&editor).to_owned(),
+                camera_id.clone(),
+                stop.clone(),
+                outcome.clone(),
+            ))
+        })
+        .collect();
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let victim = reviews.remove(0);
+    victim.signal("-KILL");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    // A replacement comes up and is given traffic by both gateways.
+    let replacement = Served::start("reviews", &reviews_env);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while content_requests(&http, &replacement.url()).await < 20 {
+        assert!(
+            Instant::now() < deadline,
+            "the new instance got no traffic within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.await.unwrap();
+    }
+    drop(victim);
+
+    let outcome = outcome.lock().await;
+    assert!(
+        outcome.requests > 100,
+        "the load ran ({} requests)",
+        outcome.requests
+    );
+    assert!(
+        outcome.failures.is_empty(),
+        "{} of {} requests failed: {:?}",
+        outcome.failures.len(),
+        outcome.requests,
+        &outcome.failures[..outcome.failures.len().min(5)]
+    );
+    for survivor in &reviews {
+        assert!(content_requests(&http, &survivor.url()).await > 0);
+    }
+
+    // Every acknowledged write exists exactly once: retried POSTs were
+    // replayed, not duplicated.
+    let page: Value = http
+        .get(format!(
+            "{}/api/content?camera_id={camera_id}&limit=100",
+            gateways[0]
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut stored = BTreeSet::new();
+    let mut cursor = page["next_cursor"].as_str().map(str::to_owned);
+    let mut items = page["items"].as_array().unwrap().clone();
+    // At most a few pages: bounded by the load's write count.
+    for _ in 0..200 {
+        for item in items.drain(..) {
+            assert!(
+                stored.insert(item["id"].as_str().unwrap().to_owned()),
+                "a review listed twice"
+            );
+        }
+        let Some(next) = cursor.take() else { break };
+        let page: Value = http
+            .get(format!(
+                "{}/api/content?camera_id={camera_id}&limit=100&cursor={next}",
+                gateways[0]
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        cursor = page["next_cursor"].as_str().map(str::to_owned);
+        items = page["items"].as_array().unwrap().clone();
+    }
+    assert_eq!(
+        stored, outcome.created,
+        "the stored reviews are exactly the acknowledged ones"
+    );
+}
