@@ -8,10 +8,12 @@
 //!   and the JWKS-backed [`auth::TokenVerifier`];
 //! - [`server`]: binding, the common middleware stack, graceful shutdown;
 //! - [`conditional`]: `ETag` / `If-None-Match` for cacheable reads;
-//! - [`ratelimit`]: keyed rate limiting answering 429 with `Retry-After`;
+//! - [`ratelimit`]: keyed rate limiting answering 429 with `Retry-After`,
+//!   per process or shared through Redis with an in-process fallback;
 //! - [`client_ip`]: who the caller is, honouring trusted proxies.
 //!
-//! It depends on `zocalo-telemetry` only, never on a service.
+//! It depends on `zocalo-telemetry` and `zocalo-cache` only, never on a
+//! service.
 
 pub mod auth;
 pub mod client_ip;
