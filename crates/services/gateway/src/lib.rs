@@ -17,6 +17,7 @@
 
 mod error;
 mod layers;
+mod live;
 mod openapi;
 mod proxy;
 mod routes;
@@ -35,15 +36,16 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use zocalo_config::live::Live;
 use zocalo_http::Problem;
 use zocalo_http::auth::TokenVerifier;
 use zocalo_http::server::{RequestId, request_id};
 use zocalo_telemetry::{ReadinessCheck, admin_router, always_ready};
 
-pub use settings::{RouteSettings, Settings};
+pub use settings::{LiveSettings, RouteSettings, Settings};
 
 use crate::proxy::Gateway;
 
@@ -56,6 +58,9 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     port: u16,
+    live: Arc<Live<LiveSettings>>,
+    /// Stops the live-configuration tasks when the application goes away.
+    _live_tasks: DropGuard,
 }
 
 impl Application {
@@ -64,6 +69,9 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let gateway = Arc::new(Gateway::new(&settings)?);
         log_routes(&gateway);
+        let live_tasks = CancellationToken::new();
+        let live_tasks_guard = live_tasks.clone().drop_guard();
+        let live = live::start(gateway.clone(), &settings, &live_tasks)?;
         let router = router(gateway, &settings)?;
         let listener = TcpListener::bind(settings.listen)
             .await
@@ -73,11 +81,18 @@ impl Application {
             listener,
             router,
             port,
+            live,
+            _live_tasks: live_tasks_guard,
         })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The live settings in force (feature flags, rate limit, log level).
+    pub fn live(&self) -> Arc<Live<LiveSettings>> {
+        self.live.clone()
     }
 
     /// Serve until `shutdown` is cancelled, then let in-flight requests

@@ -6,6 +6,7 @@ mod auth;
 mod failures;
 mod headers;
 mod limits;
+mod live;
 mod request_id;
 mod routing;
 mod streaming;
