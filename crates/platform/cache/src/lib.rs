@@ -28,7 +28,7 @@ use bytes::Bytes;
 pub use fallback::FallbackCache;
 pub use gcra::{Decision, SharedLimiter};
 pub use memory::MemoryCache;
-pub use redis::{DEFAULT_COMMAND_TIMEOUT, Redis, RedisCache};
+pub use redis::{DEFAULT_COMMAND_TIMEOUT, PROBE_INTERVAL, Redis, RedisCache};
 
 /// Why a cache operation did not happen. Callers that can do without the
 /// cache treat every variant alike: as a miss, or by falling back.

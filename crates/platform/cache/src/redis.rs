@@ -1,16 +1,17 @@
-//! One Redis handle for a process: connected lazily, reconnected in the
-//! background by redis' `ConnectionManager`, every command bounded by a
-//! short timeout so that a slow or absent Redis never holds a request.
+//! One Redis handle for a process: connected lazily, reconnected by redis'
+//! `ConnectionManager`, every command bounded by a short timeout so that a
+//! slow or absent Redis never holds a request.
 //!
-//! After a failure the handle reports [`CacheError::Unavailable`] without
-//! touching the network for [`RETRY_AFTER`]; the first command after that
-//! is the probe that finds Redis back (or not). So an outage costs at most
-//! one timeout per caller per interval, not one per request.
+//! After a failure the handle is marked down and answers
+//! [`CacheError::Unavailable`] at once, without touching the network; a
+//! background task pings Redis every [`PROBE_INTERVAL`] and marks it up
+//! again when it answers. So an outage costs one timeout, not one per
+//! request, and recovery needs no traffic.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -22,9 +23,10 @@ use crate::{Cache, CacheError};
 /// Long enough for a round trip on a loaded LAN, short enough that a
 /// request falling back to the in-process path is barely slower.
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_millis(100);
-/// How long Redis is left alone after a failure.
-pub const RETRY_AFTER: Duration = Duration::from_secs(1);
-/// Bound on establishing a connection; commands time out sooner anyway.
+/// How often a Redis marked down is pinged.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// Bound on establishing a connection, and on a probe: a Redis that needs
+/// longer than this is as good as down.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A shareable (cheaply cloned) Redis handle.
@@ -32,7 +34,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 pub struct Redis {
     manager: ConnectionManager,
     command_timeout: Duration,
-    health: Arc<Health>,
+    /// Whether commands are sent at all; shared by all clones.
+    up: Arc<AtomicBool>,
 }
 
 impl Redis {
@@ -43,16 +46,16 @@ impl Redis {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(DEFAULT_COMMAND_TIMEOUT))
-            // Reconnection happens in the background; no caller waits on
-            // its retries because every command has its own timeout.
-            .set_number_of_retries(2)
-            .set_max_delay(RETRY_AFTER);
+            // Few, short retries: the probe task retries for as long as an
+            // outage lasts, and no caller should wait on a retry schedule.
+            .set_number_of_retries(1)
+            .set_max_delay(PROBE_INTERVAL);
         let manager = ConnectionManager::new_lazy_with_config(client, config)
             .map_err(|e| CacheError::InvalidUrl(e.to_string()))?;
         Ok(Self {
             manager,
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
-            health: Arc::new(Health::new()),
+            up: Arc::new(AtomicBool::new(true)),
         })
     }
 
@@ -62,74 +65,65 @@ impl Redis {
         self
     }
 
-    /// Whether the last command succeeded (or none failed recently).
+    /// Whether commands are being sent (no failure since the last success).
     pub fn is_healthy(&self) -> bool {
-        self.health.is_up()
+        self.up.load(Ordering::Relaxed)
     }
 
     /// Run one command (or script) on the shared connection, bounded by the
-    /// command timeout; refused at once while Redis is known to be down.
+    /// command timeout; refused at once while Redis is marked down.
     pub async fn run<T, F, Fut>(&self, command: F) -> Result<T, CacheError>
     where
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
-        if !self.health.may_try() {
+        if !self.is_healthy() {
             return Err(CacheError::Unavailable);
         }
-        let outcome = tokio::time::timeout(self.command_timeout, command(self.manager.clone()))
-            .await
-            .map_err(|_| CacheError::Timeout(self.command_timeout))
-            .and_then(|result| result.map_err(|e| CacheError::Redis(e.to_string())));
-        match &outcome {
-            Ok(_) => self.health.record_success(),
-            Err(error) => self.health.record_failure(error),
+        let outcome = self.execute(self.command_timeout, command).await;
+        if let Err(error) = &outcome {
+            self.mark_down(error);
         }
         outcome
     }
-}
 
-/// Up/down state and when to probe again, shared by all clones of a handle.
-struct Health {
-    epoch: Instant,
-    up: AtomicBool,
-    /// Milliseconds since `epoch` before which no command is tried.
-    retry_at_ms: AtomicU64,
-}
-
-impl Health {
-    fn new() -> Self {
-        Self {
-            epoch: Instant::now(),
-            up: AtomicBool::new(true),
-            retry_at_ms: AtomicU64::new(0),
-        }
+    async fn execute<T, F, Fut>(&self, timeout: Duration, command: F) -> Result<T, CacheError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = Result<T, RedisError>>,
+    {
+        tokio::time::timeout(timeout, command(self.manager.clone()))
+            .await
+            .map_err(|_| CacheError::Timeout(timeout))
+            .and_then(|result| result.map_err(|e| CacheError::Redis(e.to_string())))
     }
 
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
-    fn is_up(&self) -> bool {
-        self.up.load(Ordering::Relaxed)
-    }
-
-    fn may_try(&self) -> bool {
-        self.now_ms() >= self.retry_at_ms.load(Ordering::Relaxed)
-    }
-
-    fn record_success(&self) {
-        if !self.up.swap(true, Ordering::Relaxed) {
-            tracing::info!("redis is reachable again");
-        }
-    }
-
-    fn record_failure(&self, error: &CacheError) {
-        let retry_at = self.now_ms() + u64::try_from(RETRY_AFTER.as_millis()).unwrap_or(1000);
-        self.retry_at_ms.store(retry_at, Ordering::Relaxed);
-        // Log the transition, not every failed request of an outage.
+    /// The first failure of an outage logs it and starts the probe; later
+    /// ones (concurrent requests) change nothing.
+    fn mark_down(&self, error: &CacheError) {
         if self.up.swap(false, Ordering::Relaxed) {
             tracing::warn!(%error, "redis unavailable, using in-process fallback");
+            tokio::spawn(self.clone().probe_until_up());
+        }
+    }
+
+    async fn probe_until_up(self) {
+        loop {
+            tokio::time::sleep(PROBE_INTERVAL).await;
+            // Only the probe holds the handle: nobody needs Redis any more.
+            if Arc::strong_count(&self.up) == 1 {
+                return;
+            }
+            let ping = self
+                .execute(CONNECT_TIMEOUT, |mut connection| async move {
+                    redis::cmd("PING").query_async::<()>(&mut connection).await
+                })
+                .await;
+            if ping.is_ok() {
+                self.up.store(true, Ordering::Relaxed);
+                tracing::info!("redis is reachable again");
+                return;
+            }
         }
     }
 }

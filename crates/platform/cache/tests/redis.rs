@@ -153,3 +153,26 @@ async fn fallback_cache_survives_an_outage_and_shares_again_after_it() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test]
+async fn a_redis_marked_down_is_probed_back_without_traffic() {
+    let Some(mut server) = RedisProcess::start() else {
+        return;
+    };
+    let redis = Redis::new(&server.url()).unwrap();
+    let cache = RedisCache::new(redis.clone(), unique_prefix("probe"));
+    assert_eq!(cache.get("k").await.unwrap(), None);
+
+    server.kill();
+    assert!(cache.get("k").await.is_err());
+    assert!(!redis.is_healthy());
+    assert!(matches!(cache.get("k").await, Err(CacheError::Unavailable)));
+
+    server.restart();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !redis.is_healthy() {
+        assert!(Instant::now() < deadline, "the probe finds Redis back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(cache.get("k").await.unwrap(), None, "commands flow again");
+}

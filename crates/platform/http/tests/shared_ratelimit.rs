@@ -81,3 +81,39 @@ async fn redis_down_degrades_to_in_process_limits_and_recovers() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+#[tokio::test]
+async fn a_frozen_redis_costs_a_timeout_not_a_hang() {
+    let Some(server) = RedisProcess::start() else {
+        return;
+    };
+    let prefix = unique_prefix("frozen");
+    let (a, b) = (
+        limiter(&server.url(), &prefix),
+        limiter(&server.url(), &prefix),
+    );
+    assert_eq!(passes(&[&a, &b], "before", 6).await, 3, "shared while up");
+
+    server.pause();
+    let started = Instant::now();
+    assert_eq!(passes(&[&a], "during", 5).await, 3, "in-process limits");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "a silent Redis delays requests by a short timeout at most"
+    );
+
+    server.resume();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for round in 0.. {
+        let key = format!("after-{round}");
+        let _ = passes(&[&a], &key, 3).await;
+        if b.check(&key).await.is_err() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "shared limiting resumes after Redis thaws"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
