@@ -8,6 +8,10 @@
 //! and security headers, and serves its own `/live`, `/ready`, `/metrics` and
 //! `/openapi.json`. Every error it produces itself is problem+json.
 //!
+//! Its rate limit (shared by all instances through Redis when `redis_url`
+//! is set), log level and feature flags change without a restart, from a
+//! watched file or a NATS KV key (see [`LiveSettings`]).
+//!
 //! Not supported yet: protocol upgrades (WebSocket), TLS to upstreams, and
 //! retries or circuit breaking across instances.
 //!
