@@ -71,8 +71,8 @@ async fn until_status(gateway: &RunningGateway, expected: u16, what: &str) {
     }
 }
 
-/// `config_reloads_total{result="rejected"}` as the gateway reports it.
-async fn rejected_reloads(gateway: &RunningGateway) -> f64 {
+/// The sum of the series of `metric` with `label` as the gateway reports them.
+async fn metric(gateway: &RunningGateway, metric: &str, label: &str) -> f64 {
     let text = gateway
         .client
         .get("/metrics")
@@ -82,10 +82,15 @@ async fn rejected_reloads(gateway: &RunningGateway) -> f64 {
         .text()
         .await
         .unwrap();
+    let prefix = format!("{metric}{{");
     text.lines()
-        .filter(|l| l.starts_with("config_reloads_total{") && l.contains("result=\"rejected\""))
+        .filter(|l| l.starts_with(&prefix) && l.contains(label))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+async fn rejected_reloads(gateway: &RunningGateway) -> f64 {
+    metric(gateway, "config_reloads_total", "result=\"rejected\"").await
 }
 
 /// Write a new version of the live file and wait until the gateway has
@@ -307,6 +312,10 @@ async fn redis_down_keeps_requests_flowing_under_local_limits_until_it_returns()
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "no request hangs on Redis"
+    );
+    assert!(
+        metric(&a, "cache_backend_fallbacks_total", "backend=\"redis\"").await >= 5.0,
+        "every request counted in-process is a fallback"
     );
 
     redis.restart();
