@@ -209,7 +209,9 @@ async fn client_load(
             Ok(response) if response.status().is_success() => {
                 if response.status() == 201 {
                     let body: Value = response.json().await.unwrap();
-                    outcome.created.insert(body["id"].as_str().unwrap().to_owned());
+                    outcome
+                        .created
+                        .insert(body["id"].as_str().unwrap().to_owned());
                 }
             }
             Ok(response) => {

@@ -543,3 +543,62 @@ fn migrate_applies_migrations_and_exits() {
     assert!(data.0.join("catalog.db").exists());
     assert!(data.0.join("orders.db").exists());
 }
+
+/// GET `/api/books` through the gateway; anything but 200 or 429 fails.
+async fn books_status(stack: &Stack) -> u16 {
+    let response = stack
+        .http
+        .get(stack.url("/api/books"))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    assert!(status == 200 || status == 429, "unexpected status {status}");
+    status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_changed_in_the_live_file_is_enforced_without_restart() {
+    let data = tempfile_dir::Dir::new();
+    let live = data.0.join("gateway-live.toml");
+    std::fs::write(&live, "rate_limit = { per_second = 100, burst = 1000 }\n").unwrap();
+    let live_path = live.to_str().unwrap().to_owned();
+    let prefix = format!("zocalo-e2e:{}:", uuid::Uuid::new_v4().simple());
+    let mut env = vec![
+        ("ZOCALO_GATEWAY__LIVE_CONFIG_FILE", live_path.as_str()),
+        ("ZOCALO_GATEWAY__REDIS_KEY_PREFIX", prefix.as_str()),
+    ];
+    // With Redis the limit is counted there; the live change works alike.
+    let redis = zocalo_testkit::redis::redis_url();
+    if let Some(url) = &redis {
+        env.push(("ZOCALO_GATEWAY__REDIS_URL", url.as_str()));
+    }
+    let mut stack = Stack::start_in(&data.0, free_port(), &env);
+    stack._data = Some(data);
+
+    for _ in 0..5 {
+        assert_eq!(books_status(&stack).await, 200);
+    }
+    std::fs::write(&live, "rate_limit = { per_second = 0.01, burst = 2 }\n").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while books_status(&stack).await != 429 {
+        assert!(
+            Instant::now() < deadline,
+            "new limit enforced within seconds"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A broken version is rejected: the tight limit stays in force.
+    std::fs::write(&live, "rate_limit = { per_second = \n").unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(books_status(&stack).await, 429);
+
+    std::fs::write(&live, "rate_limit = { per_second = 0, burst = 1 }\n").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while books_status(&stack).await != 200 {
+        assert!(Instant::now() < deadline, "limiting switched off live");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(stack.stop().success());
+}

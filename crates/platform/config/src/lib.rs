@@ -5,7 +5,13 @@
 //! variables where `__` nests (`ZOCALO_REVIEWS__DATABASE_URL` sets
 //! `reviews.database_url`). Secrets are wrapped in [`Secret`] so they never
 //! print. A settings error names the offending key in one line; binaries exit
-//! with [`EXIT_CONFIG`] on it. This crate depends on nothing else of ours.
+//! with [`EXIT_CONFIG`] on it.
+//!
+//! [`live`] holds the settings that may change while a process runs, fed
+//! by a watched file or a NATS KV key. This crate depends on nothing else
+//! of ours.
+
+pub mod live;
 
 use std::path::Path;
 

@@ -8,12 +8,14 @@
 //!   and the JWKS-backed [`auth::TokenVerifier`];
 //! - [`server`]: binding, the common middleware stack, graceful shutdown;
 //! - [`conditional`]: `ETag` / `If-None-Match` for cacheable reads;
-//! - [`ratelimit`]: keyed rate limiting answering 429 with `Retry-After`;
+//! - [`ratelimit`]: keyed rate limiting answering 429 with `Retry-After`,
+//!   per process or shared through Redis with an in-process fallback;
 //! - [`client_ip`]: who the caller is, honouring trusted proxies;
 //! - [`balance`]: client-side balancing over a service's instances, with
 //!   circuit breakers (outlier ejection) and a retry budget.
 //!
-//! It depends on `zocalo-telemetry` only, never on a service.
+//! It depends on `zocalo-telemetry` and `zocalo-cache` only, never on a
+//! service.
 
 pub mod auth;
 pub mod balance;

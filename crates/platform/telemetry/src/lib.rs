@@ -46,26 +46,93 @@ impl Default for LogSettings {
     }
 }
 
+/// Changes the installed subscriber's filter; set once by [`init_logging`].
+type FilterReloader = Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>;
+
+static FILTER_RELOADER: OnceLock<FilterReloader> = OnceLock::new();
+/// The filter the process started with, to go back to.
+static INITIAL_FILTER: OnceLock<String> = OnceLock::new();
+
 /// Install the global log subscriber. Calling it twice is harmless (the
 /// second call is ignored), which keeps tests that build several apps simple.
+/// Its filter can be changed later with [`set_log_filter`].
 pub fn init_logging(settings: &LogSettings) {
-    let filter = std::env::var("RUST_LOG")
+    let directive = std::env::var("RUST_LOG")
         .ok()
-        .and_then(|f| EnvFilter::try_new(f).ok())
-        .or_else(|| EnvFilter::try_new(&settings.filter).ok())
-        .unwrap_or_else(|| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match settings.format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .try_init(),
-        LogFormat::Pretty => builder.compact().try_init(),
+        .filter(|f| EnvFilter::try_new(f).is_ok())
+        .or_else(|| {
+            EnvFilter::try_new(&settings.filter)
+                .is_ok()
+                .then(|| settings.filter.clone())
+        })
+        .unwrap_or_else(|| "info".to_owned());
+    let filter = EnvFilter::new(&directive);
+    // The formatter is chosen before the filter: the reload handle's type
+    // names the finished formatter, so the filter must wrap that one.
+    let installed = match settings.format {
+        LogFormat::Json => {
+            let builder = tracing_subscriber::fmt()
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(false)
+                .with_writer(std::io::stderr)
+                .with_env_filter(filter)
+                .with_filter_reloading();
+            let handle = builder.reload_handle();
+            builder
+                .try_init()
+                .map(|()| reloader(move |f| handle.reload(f).map_err(|e| e.to_string())))
+        }
+        LogFormat::Pretty => {
+            let builder = tracing_subscriber::fmt()
+                .compact()
+                .with_writer(std::io::stderr)
+                .with_env_filter(filter)
+                .with_filter_reloading();
+            let handle = builder.reload_handle();
+            builder
+                .try_init()
+                .map(|()| reloader(move |f| handle.reload(f).map_err(|e| e.to_string())))
+        }
     };
+    if let Ok(reload) = installed {
+        let _ = FILTER_RELOADER.set(reload);
+        let _ = INITIAL_FILTER.set(directive);
+    }
+}
+
+fn reloader(f: impl Fn(EnvFilter) -> Result<(), String> + Send + Sync + 'static) -> FilterReloader {
+    Box::new(f)
+}
+
+/// Whether `directive` is a valid `EnvFilter` (`info`, `warn,zocalo_gateway=debug`).
+pub fn validate_log_filter(directive: &str) -> Result<(), String> {
+    EnvFilter::builder()
+        .parse(directive)
+        .map(drop)
+        .map_err(|e| format!("invalid log filter {directive:?}: {e}"))
+}
+
+/// Replace the running log filter without a restart (live configuration).
+/// Fails on an invalid directive, or when [`init_logging`] did not install
+/// the subscriber (another one was installed first).
+pub fn set_log_filter(directive: &str) -> Result<(), String> {
+    validate_log_filter(directive)?;
+    let reload = FILTER_RELOADER
+        .get()
+        .ok_or("the log subscriber was not installed by init_logging")?;
+    reload(EnvFilter::new(directive))?;
+    tracing::info!(filter = directive, "log filter changed");
+    Ok(())
+}
+
+/// Go back to the filter the process started with.
+pub fn reset_log_filter() -> Result<(), String> {
+    let initial = INITIAL_FILTER
+        .get()
+        .ok_or("the log subscriber was not installed by init_logging")?;
+    set_log_filter(initial)
 }
 
 /// Buckets for request latency, in seconds: fine-grained below 10 ms because
@@ -161,5 +228,33 @@ fn readiness_response(result: Result<(), String>) -> Response {
             )
                 .into_response()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_filter_changes_at_run_time_and_bad_ones_are_refused() {
+        init_logging(&LogSettings {
+            format: LogFormat::Json,
+            filter: "warn".into(),
+        });
+        // RUST_LOG may override the start filter; the checks below do not
+        // depend on where it started.
+        set_log_filter("debug").unwrap();
+        assert!(tracing::enabled!(tracing::Level::DEBUG));
+        set_log_filter("error").unwrap();
+        assert!(!tracing::enabled!(tracing::Level::INFO));
+        assert!(tracing::enabled!(tracing::Level::ERROR));
+
+        let refused = set_log_filter("info,[[").unwrap_err();
+        assert!(refused.contains("invalid log filter"), "{refused}");
+        assert!(
+            !tracing::enabled!(tracing::Level::INFO),
+            "a refused filter leaves the running one"
+        );
+        reset_log_filter().unwrap();
     }
 }

@@ -7,7 +7,10 @@
 //! - [`backend_tests!`] runs one async test function against every backend;
 //! - [`TestTokens`] mints access tokens for a service under test, so a
 //!   service's suite needs no auth service;
-//! - [`Client`] is a reqwest client with the base URL of the app under test.
+//! - [`Client`] is a reqwest client with the base URL of the app under test;
+//! - [`redis`] names the test Redis and runs throwaway `redis-server`s.
+
+pub mod redis;
 
 use std::sync::Arc;
 

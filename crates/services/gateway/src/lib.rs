@@ -16,6 +16,10 @@
 //! docs/design-resilience.md). The instances can change at runtime through
 //! [`Upstreams`].
 //!
+//! Its rate limit (shared by all instances through Redis when `redis_url`
+//! is set), log level and feature flags change without a restart, from a
+//! watched file or a NATS KV key (see [`LiveSettings`]).
+//!
 //! Not supported yet: protocol upgrades (WebSocket) and TLS to upstreams.
 //!
 //! Like every service it depends on platform crates only (`zocalo-http`,
@@ -25,6 +29,7 @@
 mod bulkhead;
 mod error;
 mod layers;
+mod live;
 mod openapi;
 mod proxy;
 mod routes;
@@ -43,16 +48,17 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use zocalo_config::live::Live;
 use zocalo_http::Problem;
 use zocalo_http::auth::TokenVerifier;
 use zocalo_http::server::{RequestId, request_id};
 use zocalo_telemetry::{ReadinessCheck, admin_router, always_ready};
 
 pub use routes::Upstreams;
-pub use settings::{RouteSettings, Settings};
+pub use settings::{LiveSettings, RouteSettings, Settings};
 pub use zocalo_http::balance::{BreakerSettings, RetrySettings, Strategy};
 
 use crate::proxy::Gateway;
@@ -67,6 +73,9 @@ pub struct Application {
     router: Router,
     port: u16,
     upstreams: Upstreams,
+    live: Arc<Live<LiveSettings>>,
+    /// Stops the live-configuration tasks when the application goes away.
+    _live_tasks: DropGuard,
 }
 
 impl Application {
@@ -79,6 +88,9 @@ impl Application {
         let gateway = Arc::new(Gateway::new(&settings)?);
         log_routes(&gateway);
         let upstreams = gateway.routes.upstreams().clone();
+        let live_tasks = CancellationToken::new();
+        let live_tasks_guard = live_tasks.clone().drop_guard();
+        let live = live::start(gateway.clone(), &settings, &live_tasks)?;
         let router = router(gateway, &settings)?;
         let listener = TcpListener::bind(settings.listen)
             .await
@@ -89,6 +101,8 @@ impl Application {
             router,
             port,
             upstreams,
+            live,
+            _live_tasks: live_tasks_guard,
         })
     }
 
@@ -100,6 +114,11 @@ impl Application {
     /// runs (discovery calls it on every change).
     pub fn upstreams(&self) -> Upstreams {
         self.upstreams.clone()
+    }
+
+    /// The live settings in force (feature flags, rate limit, log level).
+    pub fn live(&self) -> Arc<Live<LiveSettings>> {
+        self.live.clone()
     }
 
     /// Serve until `shutdown` is cancelled, then let in-flight requests

@@ -44,7 +44,7 @@ use tokio::time::Instant;
 use zocalo_http::auth::{KeySource, TokenError, TokenVerifier};
 use zocalo_http::balance::{Endpoint, EndpointId, Pick};
 use zocalo_http::client_ip::{client_ip, peer_ip};
-use zocalo_http::ratelimit::KeyedLimiter;
+use zocalo_http::ratelimit::RateLimiter;
 use zocalo_http::server::REQUEST_ID;
 
 use crate::bulkhead::Permit;
@@ -112,7 +112,7 @@ pub(crate) struct Gateway {
     pub routes: RouteTable,
     pub verifier: Option<Arc<TokenVerifier>>,
     client: UpstreamClient,
-    limiter: Option<KeyedLimiter>,
+    pub(crate) limiter: RateLimiter,
     trusted_proxies: Box<[IpAddr]>,
     max_body_bytes: usize,
     max_header_bytes: usize,
@@ -130,7 +130,7 @@ impl Gateway {
             routes,
             verifier,
             client: upstream_client(Duration::from_millis(settings.connect_timeout_ms)),
-            limiter: settings.effective_rate_limit().map(KeyedLimiter::new),
+            limiter: crate::live::rate_limiter(settings)?,
             trusted_proxies: settings.trusted_proxies.clone().into_boxed_slice(),
             max_body_bytes: settings.max_body_bytes,
             max_header_bytes: settings.max_header_bytes,
@@ -146,7 +146,7 @@ impl Gateway {
         body: Body,
     ) -> Result<Response, GatewayError> {
         check_header_size(&parts, self.max_header_bytes)?;
-        self.check_rate(&parts)?;
+        self.check_rate(&parts).await?;
         let route = route.ok_or(GatewayError::NoRoute)?;
         if has_dot_segment(parts.uri.path()) {
             return Err(GatewayError::DotSegments);
@@ -353,15 +353,13 @@ impl Gateway {
 
     /// One token per client address; with trusted proxies in front, the
     /// address they report rather than theirs.
-    fn check_rate(&self, parts: &Parts) -> Result<(), GatewayError> {
-        let Some(limiter) = &self.limiter else {
-            return Ok(());
-        };
+    async fn check_rate(&self, parts: &Parts) -> Result<(), GatewayError> {
         let Some(ip) = client_ip(parts, false, &self.trusted_proxies) else {
             return Ok(());
         };
-        limiter
+        self.limiter
             .check(&ip.to_string())
+            .await
             .map_err(|refusal| GatewayError::RateLimited {
                 retry_after_secs: refusal.retry_after_secs.unwrap_or(1),
             })

@@ -5,9 +5,12 @@
 //! upstream addresses of the services it started, and a distributed
 //! deployment only has to name the service URLs.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+use zocalo_config::live::{NatsKvSource, Validate};
 use zocalo_http::balance::{BreakerSettings, RetrySettings, Strategy};
 use zocalo_http::ratelimit::RateLimit;
 
@@ -61,7 +64,23 @@ pub struct Settings {
     pub max_header_bytes: usize,
     /// Per client IP. `None`, or `per_second = 0` (which a TOML file or an
     /// environment variable can say), disables rate limiting (benchmarks).
+    /// `live.rate_limit`, when set, takes precedence.
     pub rate_limit: Option<RateLimit>,
+    /// Count rate limits in this Redis (`redis://host:6379`) so that all
+    /// gateway instances share one budget per client; without it each
+    /// instance counts on its own. While Redis is down, each instance falls
+    /// back to counting on its own.
+    pub redis_url: Option<String>,
+    /// Namespace of the gateway's Redis keys, for several deployments
+    /// sharing one Redis.
+    pub redis_key_prefix: String,
+    /// What may change without a restart; replaced as a whole by the
+    /// content of `live_config_file` or `live_config_nats` when set.
+    pub live: LiveSettings,
+    /// A TOML file holding [`LiveSettings`], re-read every second.
+    pub live_config_file: Option<PathBuf>,
+    /// A NATS KV key holding [`LiveSettings`] as TOML, followed.
+    pub live_config_nats: Option<NatsKvSource>,
     /// Peers whose `X-Forwarded-*` headers are believed. Empty by default:
     /// the gateway is the edge and the TCP peer is the client.
     pub trusted_proxies: Vec<IpAddr>,
@@ -102,6 +121,11 @@ impl Default for Settings {
                 per_second: 500.0,
                 burst: 1000,
             }),
+            redis_url: None,
+            redis_key_prefix: "zocalo:gateway:".into(),
+            live: LiveSettings::default(),
+            live_config_file: None,
+            live_config_nats: None,
             trusted_proxies: Vec::new(),
             cors_allowed_origins: Vec::new(),
             connect_timeout_ms: 1000,
@@ -164,9 +188,11 @@ impl Settings {
         Ok(())
     }
 
-    /// The rate limit in force, if any.
-    pub fn effective_rate_limit(&self) -> Option<RateLimit> {
-        self.rate_limit.filter(|limit| limit.per_second > 0.0)
+    /// The rate limit in force, if any, with `live` as it is now.
+    pub fn effective_rate_limit(&self, live: &LiveSettings) -> Option<RateLimit> {
+        live.rate_limit
+            .or(self.rate_limit)
+            .filter(RateLimit::is_enabled)
     }
 
     /// The JWKS location: the configured one, else the first `auth` upstream's
@@ -184,6 +210,41 @@ impl Settings {
             "{}/.well-known/jwks.json",
             auth.trim_end_matches('/')
         ))
+    }
+}
+
+/// The gateway settings that reload without a restart.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LiveSettings {
+    /// Overrides the static `rate_limit` while set.
+    pub rate_limit: Option<RateLimit>,
+    /// Named switches that code reads with [`LiveSettings::flag`].
+    pub feature_flags: BTreeMap<String, bool>,
+    /// An `EnvFilter` directive (`info`, `warn,zocalo_gateway=debug`); when
+    /// absent the filter the process started with applies.
+    pub log_level: Option<String>,
+}
+
+impl LiveSettings {
+    /// Whether feature `name` is on; unknown flags are off.
+    pub fn flag(&self, name: &str) -> bool {
+        self.feature_flags.get(name).copied().unwrap_or(false)
+    }
+}
+
+impl Validate for LiveSettings {
+    fn validate(&self) -> Result<(), String> {
+        if let Some(limit) = &self.rate_limit {
+            limit.validate()?;
+        }
+        if let Some(level) = &self.log_level {
+            zocalo_telemetry::validate_log_filter(level)?;
+        }
+        if self.feature_flags.keys().any(|name| name.trim().is_empty()) {
+            return Err("feature flag names must not be empty".into());
+        }
+        Ok(())
     }
 }
 
@@ -262,8 +323,9 @@ timeout_ms = 5000
             settings.trusted_proxies,
             ["10.0.0.1".parse::<IpAddr>().unwrap()]
         );
-        assert_eq!(settings.effective_rate_limit(), None);
-        assert!(Settings::default().effective_rate_limit().is_some());
+        let live = LiveSettings::default();
+        assert_eq!(settings.effective_rate_limit(&live), None);
+        assert!(Settings::default().effective_rate_limit(&live).is_some());
     }
 
     #[test]
@@ -304,5 +366,45 @@ timeout_ms = 5000
         assert!(settings.hsts);
         assert_eq!(settings.routes.len(), 10);
         assert_eq!(settings.max_header_bytes, 16 * 1024);
+    }
+
+    #[test]
+    fn live_settings_override_the_static_limit_and_are_validated() {
+        let settings = Settings::default();
+        let tight = RateLimit {
+            per_second: 1.0,
+            burst: 2,
+        };
+        let live = LiveSettings {
+            rate_limit: Some(tight),
+            ..LiveSettings::default()
+        };
+        assert_eq!(settings.effective_rate_limit(&live), Some(tight));
+        let off = LiveSettings {
+            rate_limit: Some(RateLimit {
+                per_second: 0.0,
+                burst: 1,
+            }),
+            ..LiveSettings::default()
+        };
+        assert_eq!(settings.effective_rate_limit(&off), None);
+
+        assert!(live.validate().is_ok());
+        let bad_level = LiveSettings {
+            log_level: Some("info,[[".into()),
+            ..LiveSettings::default()
+        };
+        assert!(bad_level.validate().is_err());
+        let bad_limit = LiveSettings {
+            rate_limit: Some(RateLimit {
+                per_second: -3.0,
+                burst: 1,
+            }),
+            ..LiveSettings::default()
+        };
+        assert!(bad_limit.validate().is_err());
+        let mut flags = LiveSettings::default();
+        flags.feature_flags.insert("beta".into(), true);
+        assert!(flags.flag("beta") && !flags.flag("other"));
     }
 }

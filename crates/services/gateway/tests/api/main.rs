@@ -7,6 +7,7 @@ mod balancing;
 mod failures;
 mod headers;
 mod limits;
+mod live;
 mod request_id;
 mod routing;
 mod streaming;

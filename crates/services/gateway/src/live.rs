@@ -1,0 +1,98 @@
+//! The gateway's live configuration: which rate limit is in force, the log
+//! level and feature flags, changed without a restart from a watched file
+//! or a NATS KV key (see `zocalo_config::live`), and the rate limiter that
+//! enforces the limit, shared through Redis when one is configured.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use zocalo_cache::{Redis, SharedLimiter};
+use zocalo_config::live::{DEFAULT_POLL_INTERVAL, Live};
+use zocalo_http::ratelimit::RateLimiter;
+
+use crate::proxy::Gateway;
+use crate::settings::{LiveSettings, Settings};
+
+/// The limiter for `settings`: counting in Redis when `redis_url` is set
+/// (falling back to this process while Redis fails), else in this process.
+pub(crate) fn rate_limiter(settings: &Settings) -> anyhow::Result<RateLimiter> {
+    let shared = match &settings.redis_url {
+        Some(url) => {
+            let redis = Redis::new(url).context("redis_url")?;
+            let prefix = format!("{}ratelimit:", settings.redis_key_prefix);
+            Some(SharedLimiter::new(redis, prefix))
+        }
+        None => None,
+    };
+    Ok(RateLimiter::new(
+        settings.effective_rate_limit(&settings.live),
+        shared,
+    ))
+}
+
+/// Read the live sources (a bad live file at startup is an error), put
+/// their value in force, and keep applying new values until `stop`.
+pub(crate) fn start(
+    gateway: Arc<Gateway>,
+    settings: &Settings,
+    stop: &CancellationToken,
+) -> anyhow::Result<Arc<Live<LiveSettings>>> {
+    let live = Live::new(settings.live.clone());
+    if let Some(path) = &settings.live_config_file {
+        live.watch_file(path.clone(), DEFAULT_POLL_INTERVAL, stop.clone())?;
+    }
+    if let Some(source) = &settings.live_config_nats {
+        live.watch_nats(source.clone(), stop.clone());
+    }
+    let mut applier = Applier {
+        gateway,
+        settings: settings.clone(),
+        log_level: None,
+    };
+    let mut changes = live.subscribe();
+    applier.apply(&changes.borrow_and_update());
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                changed = changes.changed() => if changed.is_err() { return },
+            }
+            let current = changes.borrow_and_update().clone();
+            applier.apply(&current);
+        }
+    });
+    Ok(live)
+}
+
+/// Puts accepted live settings in force.
+struct Applier {
+    gateway: Arc<Gateway>,
+    /// The static settings, under the live ones.
+    settings: Settings,
+    /// The log level last applied, to touch the filter only on change.
+    log_level: Option<String>,
+}
+
+impl Applier {
+    fn apply(&mut self, live: &LiveSettings) {
+        let limit = self.settings.effective_rate_limit(live);
+        if self.gateway.limiter.limit() != limit {
+            tracing::info!(?limit, "rate limit changed");
+            self.gateway.limiter.set_limit(limit);
+        }
+        if live.log_level != self.log_level {
+            // In `zocalo up` all services share one process, hence one
+            // filter: the gateway's live level is the process's.
+            let result = match &live.log_level {
+                Some(level) => zocalo_telemetry::set_log_filter(level),
+                None => zocalo_telemetry::reset_log_filter(),
+            };
+            if let Err(reason) = result {
+                tracing::warn!(%reason, "log level not changed");
+            }
+            self.log_level = live.log_level.clone();
+        }
+    }
+}
