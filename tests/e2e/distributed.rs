@@ -339,6 +339,12 @@ async fn killing_a_reviews_instance_under_load_fails_no_request() {
     drop(victim);
 
     let outcome = outcome.lock().await;
+    eprintln!(
+        "load: {} requests, {} reviews created, {} failures",
+        outcome.requests,
+        outcome.created.len(),
+        outcome.failures.len()
+    );
     assert!(
         outcome.requests > 100,
         "the load ran ({} requests)",
