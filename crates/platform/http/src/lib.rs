@@ -9,7 +9,8 @@
 //! - [`server`]: binding, the common middleware stack, graceful shutdown;
 //! - [`conditional`]: `ETag` / `If-None-Match` for cacheable reads;
 //! - [`ratelimit`]: keyed rate limiting answering 429 with `Retry-After`;
-//! - [`client_ip`]: who the caller is, honouring trusted proxies.
+//! - [`client_ip`]: who the caller is, honouring trusted proxies;
+//! - [`session`]: the caller's subject as a routing hint for read-your-writes.
 //!
 //! It depends on `zocalo-telemetry` only, never on a service.
 
@@ -20,6 +21,7 @@ pub mod extract;
 pub mod problem;
 pub mod ratelimit;
 pub mod server;
+pub mod session;
 
 pub use problem::{FieldError, Problem};
 pub mod service_auth;

@@ -88,6 +88,7 @@ impl Settings {
             url: self.database_url.clone(),
             read_url: self.database_read_url.clone(),
             max_connections: self.database_max_connections,
+            ..DatabaseSettings::default()
         }
     }
 
