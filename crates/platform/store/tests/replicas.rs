@@ -6,15 +6,13 @@
 //! Tests that stop a replica start their own on a free port with the same
 //! script and never touch the shared one.
 
-use std::net::TcpListener;
-use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use tokio_postgres::NoTls;
 use zocalo_http::session::with_subject;
 use zocalo_store::{DatabaseSettings, PgClient, PgPools};
+use zocalo_testkit::replica::{OwnReplica, free_port};
+use zocalo_testkit::with_database;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -205,12 +203,8 @@ async fn a_lagging_replica_is_left_until_it_catches_up() {
             s.replica_check_interval_ms = 100;
         })
         .await;
-    let admin = connect(&replica).await;
 
-    admin
-        .execute("SELECT pg_wal_replay_pause()", &[])
-        .await
-        .unwrap();
+    own.pause_replay().await;
     insert(&pools.writer().await.unwrap(), 2).await;
     let lagging = eventually(|| async { pools.replicas()[0].lagging }).await;
     assert!(
@@ -226,10 +220,7 @@ async fn a_lagging_replica_is_left_until_it_catches_up() {
     assert_eq!(count(&client, 2).await, 1);
     drop(client);
 
-    admin
-        .execute("SELECT pg_wal_replay_resume()", &[])
-        .await
-        .unwrap();
+    own.resume_replay().await;
     let back = eventually(|| async { served_by_port(&pools).await == own.port }).await;
     assert!(back, "reads did not return once the replica caught up");
     assert_eq!(count(&pools.reader().await.unwrap(), 2).await, 1);
@@ -295,31 +286,9 @@ where
     false
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
 /// A URL nothing listens on: connections are refused at once.
 fn closed_port_url() -> String {
     format!("postgres://postgres@127.0.0.1:{}/postgres", free_port())
-}
-
-/// Replace the database name in a `postgres://…/db` URL.
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = url.split_once('?').unwrap_or((url, ""));
-    let authority = base.find("://").map_or(0, |i| i + 3);
-    let path = base[authority..]
-        .find('/')
-        .map_or(base.len(), |i| authority + i);
-    let mut out = format!("{}/{name}", &base[..path]);
-    if !query.is_empty() {
-        out.push('?');
-        out.push_str(query);
-    }
-    out
 }
 
 /// A database created on the primary for one test (with an `items` table),
@@ -423,68 +392,4 @@ fn uuid_like() -> String {
         .unwrap()
         .as_nanos();
     format!("{}_{nanos}", std::process::id())
-}
-
-/// A replica of this test's own, on a free port in a temporary directory,
-/// run with `scripts/pg-replica.sh`; stopped when the test ends.
-struct OwnReplica {
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl OwnReplica {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        // The cluster runs as the postgres user, which must reach its
-        // directory inside ours.
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let replica = Self {
-            port: free_port(),
-            dir,
-        };
-        replica.restart();
-        replica
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-
-    fn restart(&self) {
-        self.script("start");
-    }
-
-    fn stop(&self) {
-        self.script("stop");
-    }
-
-    fn script(&self, command: &str) {
-        let output = self.run_script(command).expect("run scripts/pg-replica.sh");
-        assert!(
-            output.status.success(),
-            "pg-replica.sh {command} failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-}
-
-impl OwnReplica {
-    fn run_script(&self, command: &str) -> std::io::Result<std::process::Output> {
-        let script =
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../scripts/pg-replica.sh");
-        Command::new(script)
-            .arg(command)
-            .arg("--port")
-            .arg(self.port.to_string())
-            .arg("--dir")
-            .arg(self.dir.path().join("data"))
-            .output()
-    }
-}
-
-impl Drop for OwnReplica {
-    fn drop(&mut self) {
-        // Never panic here: the test may already be unwinding.
-        let _ = self.run_script("stop");
-    }
 }
