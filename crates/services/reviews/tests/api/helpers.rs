@@ -21,14 +21,20 @@ impl Drop for TestApp {
 
 pub async fn spawn(backend: Backend) -> TestApp {
     let db = zocalo_testkit::database(backend).await.expect("database");
+    spawn_on(db, |_| {}).await
+}
+
+/// Like [`spawn`], on a given database and with settings adjusted by `tune`.
+pub async fn spawn_on(db: TestDatabase, tune: impl FnOnce(&mut Settings)) -> TestApp {
     let tokens = TestTokens::new();
-    let settings = Settings {
+    let mut settings = Settings {
         database_url: db.url.clone(),
         database_max_connections: 4,
         issuer: zocalo_testkit::ISSUER.into(),
         audience: zocalo_testkit::AUDIENCE.into(),
         ..Settings::default()
     };
+    tune(&mut settings);
     let app = Application::build_with_keys(settings, tokens.jwks())
         .await
         .expect("build reviews");

@@ -3,4 +3,5 @@
 
 mod api;
 mod helpers;
+mod replica;
 mod store;
