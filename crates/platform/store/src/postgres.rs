@@ -242,6 +242,9 @@ impl Inner {
                     replica.mark_down(self.cooldown);
                 }
             }
+            let healthy = replica.status().healthy();
+            metrics::gauge!("store_replica_healthy", "replica" => replica.name.clone())
+                .set(if healthy { 1.0 } else { 0.0 });
         }
     }
 
