@@ -7,16 +7,19 @@
 //! back to the primary when no replica is usable, so a lost replica costs
 //! capacity, not availability.
 //!
-//! Read-your-writes: [`PgPools::writer`] remembers, for `sticky_ms`, that the
-//! current caller ([`zocalo_http::session::current_subject`]) wrote, and
-//! [`PgPools::reader`] sends that caller to the primary meanwhile. The memory
-//! is per process: another instance of the service does not know about the
-//! write (see docs on replicas for the limits and the LSN-token alternative).
+//! Read-your-writes: [`PgPools::writer`] remembers when the current caller
+//! ([`zocalo_http::session::current_subject`]) wrote. [`PgPools::reader`]
+//! sends that caller to the primary for `sticky_ms`, and after that only to
+//! a replica known to have replayed past the write, until every usable
+//! replica must have. The memory is per process: another instance of the
+//! service does not know about the write (docs/design-replicas.md has the
+//! limits and the LSN-token alternative).
 //!
 //! A background task measures replica lag, re-admits replicas that answer
 //! again and publishes pool gauges; it ends when the last `PgPools` clone is
 //! dropped.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -41,13 +44,21 @@ struct Inner {
     replicas: Vec<Replica>,
     /// Where the next read starts looking, so reads spread over replicas.
     next_replica: AtomicUsize,
-    /// Subjects that wrote within the sticky window; `None` when there is
-    /// nothing to be sticky about (no replicas, or `sticky_ms` = 0).
-    recent_writers: Option<moka::sync::Cache<Arc<str>, ()>>,
+    /// When each recent writer last wrote; `None` when there is nothing to
+    /// be sticky about (no replicas, or `sticky_ms` = 0).
+    recent_writers: Option<moka::sync::Cache<Arc<str>, Instant>>,
+    sticky: Duration,
     cooldown: Duration,
     max_lag: Duration,
     fallbacks: AtomicU64,
+    /// The primary's WAL position at recent checks, oldest first: a replica
+    /// that replayed one of them holds everything committed before it.
+    primary_positions: Mutex<VecDeque<(Instant, u64)>>,
 }
+
+/// Primary positions remembered; a replica further behind than this many
+/// checks gets no bound and so serves no recent writer.
+const POSITIONS_KEPT: usize = 32;
 
 /// One replica as seen by this process.
 struct Replica {
@@ -64,6 +75,9 @@ struct Health {
     /// Replay lag at the last check; `None` before the first one.
     lag: Option<Duration>,
     lagging: bool,
+    /// Everything committed on the primary before this instant had been
+    /// replayed at the last check (a lower bound; `None` before the first).
+    replayed_through: Option<Instant>,
 }
 
 /// A replica's state, for readiness pages, operators and tests.
@@ -113,10 +127,15 @@ impl PgPools {
             .map(|url| Replica::new(url, settings.max_connections))
             .collect::<Result<Vec<_>, _>>()?;
         let sticky = Duration::from_millis(settings.sticky_ms);
+        let max_lag = Duration::from_millis(settings.max_replica_lag_ms);
+        let interval = Duration::from_millis(settings.replica_check_interval_ms.max(50));
+        // Past this age every usable replica (lag ≤ max_lag, checked within
+        // one interval) has replayed the write, so it need not be remembered.
+        let remembered = sticky.max(max_lag + 2 * interval);
         let recent_writers = (!replicas.is_empty() && !sticky.is_zero()).then(|| {
             moka::sync::Cache::builder()
                 .max_capacity(100_000)
-                .time_to_live(sticky)
+                .time_to_live(remembered)
                 .build()
         });
         let inner = Arc::new(Inner {
@@ -124,11 +143,12 @@ impl PgPools {
             replicas,
             next_replica: AtomicUsize::new(0),
             recent_writers,
+            sticky,
             cooldown: Duration::from_millis(settings.replica_cooldown_ms),
-            max_lag: Duration::from_millis(settings.max_replica_lag_ms),
+            max_lag,
             fallbacks: AtomicU64::new(0),
+            primary_positions: Mutex::default(),
         });
-        let interval = Duration::from_millis(settings.replica_check_interval_ms.max(50));
         tokio::spawn(monitor(Arc::downgrade(&inner), interval));
         Ok(Self { inner })
     }
@@ -140,23 +160,27 @@ impl PgPools {
             &self.inner.recent_writers,
             zocalo_http::session::current_subject(),
         ) {
-            writers.insert(subject, ());
+            writers.insert(subject, Instant::now());
         }
         self.primary().await
     }
 
     /// A connection for reading: the primary when the current caller wrote
-    /// within the sticky window, otherwise a usable replica, otherwise the
+    /// within the sticky window; otherwise a usable replica that (if the
+    /// caller wrote before) has replayed past that write; otherwise the
     /// primary.
     pub async fn reader(&self) -> Result<PgClient, StoreError> {
-        if self.current_caller_wrote_recently() {
+        let wrote_at = self.current_caller_last_write();
+        if wrote_at.is_some_and(|at| at.elapsed() < self.inner.sticky) {
             metrics::counter!("store_read_your_writes_total").increment(1);
             return self.primary().await;
         }
-        if let Some(client) = self.replica_connection().await {
+        if let Some(client) = self.replica_connection(wrote_at).await {
             return Ok(client);
         }
-        if !self.inner.replicas.is_empty() {
+        if wrote_at.is_some() {
+            metrics::counter!("store_read_your_writes_total").increment(1);
+        } else if !self.inner.replicas.is_empty() {
             self.inner.fallbacks.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("store_replica_fallbacks_total").increment(1);
         }
@@ -190,16 +214,15 @@ impl PgPools {
         Ok(self.inner.primary.get().await?)
     }
 
-    fn current_caller_wrote_recently(&self) -> bool {
-        let Some(writers) = &self.inner.recent_writers else {
-            return false;
-        };
-        zocalo_http::session::current_subject().is_some_and(|s| writers.contains_key(&s))
+    fn current_caller_last_write(&self) -> Option<Instant> {
+        let writers = self.inner.recent_writers.as_ref()?;
+        writers.get(&zocalo_http::session::current_subject()?)
     }
 
-    /// Try the usable replicas in turn, starting after the one the last read
-    /// started with; `None` when none gave a connection.
-    async fn replica_connection(&self) -> Option<PgClient> {
+    /// Try the usable replicas that replayed past `wrote_at` (if given) in
+    /// turn, starting after the one the last read started with; `None` when
+    /// none gave a connection.
+    async fn replica_connection(&self, wrote_at: Option<Instant>) -> Option<PgClient> {
         let replicas = &self.inner.replicas;
         if replicas.is_empty() {
             return None;
@@ -207,7 +230,7 @@ impl PgPools {
         let start = self.inner.next_replica.fetch_add(1, Ordering::Relaxed);
         for offset in 0..replicas.len() {
             let replica = &replicas[(start + offset) % replicas.len()];
-            if !replica.try_now(self.inner.cooldown) {
+            if !replica.has_replayed(wrote_at) || !replica.try_now(self.inner.cooldown) {
                 continue;
             }
             match replica.pool.get().await {
@@ -230,12 +253,16 @@ impl PgPools {
 
 impl Inner {
     async fn check_replicas(&self) {
+        if self.replicas.is_empty() {
+            return;
+        }
+        let positions = self.record_primary_position().await;
         for replica in &self.replicas {
-            match replica.measure_lag().await {
-                Ok(lag) => {
+            match replica.check(&positions).await {
+                Ok(check) => {
                     metrics::gauge!("store_replica_lag_seconds", "replica" => replica.name.clone())
-                        .set(lag.as_secs_f64());
-                    replica.record_lag(lag, self.max_lag);
+                        .set(check.lag.as_secs_f64());
+                    replica.record(check, self.max_lag);
                 }
                 Err(error) => {
                     tracing::debug!(replica = %replica.name, %error, "replica check failed");
@@ -246,6 +273,33 @@ impl Inner {
             metrics::gauge!("store_replica_healthy", "replica" => replica.name.clone())
                 .set(if healthy { 1.0 } else { 0.0 });
         }
+    }
+
+    /// Note the primary's WAL position now; all positions remembered.
+    async fn record_primary_position(&self) -> Vec<(Instant, u64)> {
+        // Taken before asking: everything committed before `now` is at or
+        // below the position the primary reports.
+        let now = Instant::now();
+        match self.primary_wal_position().await {
+            Ok(position) => {
+                let mut positions = lock(&self.primary_positions);
+                positions.push_back((now, position));
+                if positions.len() > POSITIONS_KEPT {
+                    positions.pop_front();
+                }
+            }
+            Err(error) => tracing::debug!(%error, "primary WAL position unknown"),
+        }
+        lock(&self.primary_positions).iter().copied().collect()
+    }
+
+    async fn primary_wal_position(&self) -> Result<u64, StoreError> {
+        let client = self.primary.get().await?;
+        let text: String = client
+            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .await?
+            .get(0);
+        parse_lsn(&text)
     }
 
     fn publish_pool_gauges(&self) {
@@ -287,13 +341,36 @@ fn publish_pool_gauge(pool: String, of: &Pool) {
 /// Replay lag: 0 on a standby that has replayed everything it received from
 /// a live WAL receiver (an idle primary sends nothing, which is not lag),
 /// otherwise the age of the last replayed transaction; 0 on a server that is
-/// not a standby at all.
-const LAG_QUERY: &str = "SELECT (CASE \
+/// not a standby at all. Second column: the WAL position replayed, NULL on a
+/// server that is not a standby (it has everything).
+const CHECK_QUERY: &str = "SELECT (CASE \
        WHEN NOT pg_is_in_recovery() THEN 0 \
        WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() \
             AND EXISTS (SELECT 1 FROM pg_stat_wal_receiver) THEN 0 \
        ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), 0) \
-     END)::float8";
+     END)::float8, \
+     CASE WHEN pg_is_in_recovery() THEN COALESCE(pg_last_wal_replay_lsn()::text, '0/0') END";
+
+/// `16/B374D848` → one number, ordered like PostgreSQL orders positions.
+fn parse_lsn(text: &str) -> Result<u64, StoreError> {
+    let bad = || StoreError::Other(format!("bad WAL position `{text}`"));
+    let (high, low) = text.split_once('/').ok_or_else(bad)?;
+    let high = u64::from_str_radix(high, 16).map_err(|_| bad())?;
+    let low = u64::from_str_radix(low, 16).map_err(|_| bad())?;
+    Ok((high << 32) | low)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The guarded values are plain data, valid even if a holder panicked.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What one check of a replica found.
+struct Check {
+    lag: Duration,
+    /// It had replayed everything committed before this instant.
+    replayed_through: Option<Instant>,
+}
 
 impl Replica {
     fn new(url: &str, size: usize) -> Result<Self, StoreError> {
@@ -305,8 +382,7 @@ impl Replica {
     }
 
     fn health(&self) -> std::sync::MutexGuard<'_, Health> {
-        // The state is a few plain values, valid even if a holder panicked.
-        self.health.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.health)
     }
 
     /// May a read use it now? A down replica whose cooldown is over lets
@@ -327,6 +403,17 @@ impl Replica {
         }
     }
 
+    /// Has it replayed everything committed before `wrote_at` (per its last
+    /// check)? Always true without a write to wait for.
+    fn has_replayed(&self, wrote_at: Option<Instant>) -> bool {
+        let Some(wrote_at) = wrote_at else {
+            return true;
+        };
+        self.health()
+            .replayed_through
+            .is_some_and(|through| through > wrote_at)
+    }
+
     fn mark_down(&self, cooldown: Duration) {
         self.health().down_until = Some(Instant::now() + cooldown);
     }
@@ -338,10 +425,13 @@ impl Replica {
         }
     }
 
-    fn record_lag(&self, lag: Duration, max_lag: Duration) {
+    fn record(&self, check: Check, max_lag: Duration) {
         let mut health = self.health();
+        let lag = check.lag;
         health.down_until = None;
         health.lag = Some(lag);
+        // Replay only moves forward; keep the best bound known.
+        health.replayed_through = health.replayed_through.max(check.replayed_through);
         let lagging = lag > max_lag;
         if lagging != health.lagging {
             tracing::warn!(replica = %self.name, lag_ms = lag.as_millis() as u64, lagging, "replica lag crossed the limit");
@@ -349,10 +439,24 @@ impl Replica {
         health.lagging = lagging;
     }
 
-    async fn measure_lag(&self) -> Result<Duration, StoreError> {
+    /// Measure lag, and find the newest of the primary's `positions` it has
+    /// replayed.
+    async fn check(&self, positions: &[(Instant, u64)]) -> Result<Check, StoreError> {
         let client = self.pool.get().await?;
-        let seconds: f64 = client.query_one(LAG_QUERY, &[]).await?.get(0);
-        Ok(Duration::from_secs_f64(seconds.max(0.0)))
+        let row = client.query_one(CHECK_QUERY, &[]).await?;
+        let seconds: f64 = row.get(0);
+        let replayed = match row.get::<_, Option<String>>(1) {
+            Some(text) => parse_lsn(&text)?,
+            None => u64::MAX,
+        };
+        Ok(Check {
+            lag: Duration::from_secs_f64(seconds.max(0.0)),
+            replayed_through: positions
+                .iter()
+                .rev()
+                .find(|(_, position)| *position <= replayed)
+                .map(|(at, _)| *at),
+        })
     }
 
     fn status(&self) -> ReplicaStatus {
@@ -434,5 +538,13 @@ mod tests {
     fn replica_names_carry_no_credentials() {
         let name = replica_name("postgres://app:secret@10.0.0.7:5433/reviews").unwrap();
         assert_eq!(name, "10.0.0.7:5433/reviews");
+    }
+
+    #[test]
+    fn wal_positions_order_like_postgres() {
+        assert_eq!(parse_lsn("0/0").unwrap(), 0);
+        assert_eq!(parse_lsn("16/B374D848").unwrap(), 0x16_B374_D848);
+        assert!(parse_lsn("0/FFFFFFFF").unwrap() < parse_lsn("1/0").unwrap());
+        assert!(parse_lsn("nonsense").is_err());
     }
 }

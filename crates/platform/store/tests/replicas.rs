@@ -68,7 +68,12 @@ async fn a_caller_reads_its_own_write_from_the_primary() {
         return;
     };
     let db = TestDatabase::create(&primary, &[&replica]).await;
-    let pools = db.pools(&[&replica], |s| s.sticky_ms = 1_000).await;
+    let pools = db
+        .pools(&[&replica], |s| {
+            s.sticky_ms = 1_000;
+            s.replica_check_interval_ms = 100;
+        })
+        .await;
 
     let anonymous = pools.reader().await.unwrap();
     assert!(
@@ -97,13 +102,17 @@ async fn a_caller_reads_its_own_write_from_the_primary() {
     );
     drop(other);
 
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
-    let later = with_subject(Some("alice".into()), pools.reader())
-        .await
-        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let back = eventually(|| async {
+        let later = with_subject(Some("alice".into()), pools.reader())
+            .await
+            .unwrap();
+        in_recovery(&later).await
+    })
+    .await;
     assert!(
-        in_recovery(&later).await,
-        "after the sticky window the writer reads from the replica again"
+        back,
+        "after the sticky window, once the replica replayed the write, the writer reads it again"
     );
 }
 
@@ -224,6 +233,64 @@ async fn a_lagging_replica_is_left_until_it_catches_up() {
     let back = eventually(|| async { served_by_port(&pools).await == own.port }).await;
     assert!(back, "reads did not return once the replica caught up");
     assert_eq!(count(&pools.reader().await.unwrap(), 2).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_sticky_window_a_writer_reads_only_replicas_that_replayed_its_write() {
+    let Some((primary, _)) = cluster_urls() else {
+        return;
+    };
+    let own = OwnReplica::start();
+    let replica = own.url();
+    let db = TestDatabase::create(&primary, &[&replica]).await;
+    let pools = db
+        .pools(&[&replica], |s| {
+            s.sticky_ms = 200;
+            s.max_replica_lag_ms = 60_000;
+            s.replica_check_interval_ms = 100;
+        })
+        .await;
+
+    own.pause_replay().await;
+    with_subject(Some("alice".into()), async {
+        insert(&pools.writer().await.unwrap(), 3).await;
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        pools.replicas()[0].healthy(),
+        "within max_replica_lag_ms the replica stays in use: {:?}",
+        pools.replicas()
+    );
+
+    let alice = with_subject(Some("alice".into()), pools.reader())
+        .await
+        .unwrap();
+    assert!(
+        !in_recovery(&alice).await,
+        "the replica has not replayed alice's write: her reads stay on the primary"
+    );
+    assert_eq!(count(&alice, 3).await, 1);
+    drop(alice);
+    let bob = with_subject(Some("bob".into()), pools.reader())
+        .await
+        .unwrap();
+    assert!(in_recovery(&bob).await, "other callers read the replica");
+    assert_eq!(count(&bob, 3).await, 0, "which has not applied the write");
+    drop(bob);
+
+    own.resume_replay().await;
+    let back = eventually(|| async {
+        let alice = with_subject(Some("alice".into()), pools.reader())
+            .await
+            .unwrap();
+        in_recovery(&alice).await && count(&alice, 3).await == 1
+    })
+    .await;
+    assert!(
+        back,
+        "once the replica replayed the write, alice reads it there"
+    );
 }
 
 // ---- helpers -------------------------------------------------------------
