@@ -131,7 +131,7 @@ impl PgPools {
         let interval = Duration::from_millis(settings.replica_check_interval_ms.max(50));
         // Past this age every usable replica (lag ≤ max_lag, checked within
         // one interval) has replayed the write, so it need not be remembered.
-        let remembered = sticky.max(max_lag + 2 * interval);
+        let remembered = sticky + max_lag + 2 * interval;
         let recent_writers = (!replicas.is_empty() && !sticky.is_zero()).then(|| {
             moka::sync::Cache::builder()
                 .max_capacity(100_000)
@@ -175,7 +175,11 @@ impl PgPools {
             metrics::counter!("store_read_your_writes_total").increment(1);
             return self.primary().await;
         }
-        if let Some(client) = self.replica_connection(wrote_at).await {
+        // `wrote_at` is when the connection was taken, not when the write
+        // committed: demanding the replica be `sticky` further along covers
+        // every write transaction shorter than the window.
+        let committed_by = wrote_at.map(|at| at + self.inner.sticky);
+        if let Some(client) = self.replica_connection(committed_by).await {
             return Ok(client);
         }
         if wrote_at.is_some() {
@@ -219,10 +223,10 @@ impl PgPools {
         writers.get(&zocalo_http::session::current_subject()?)
     }
 
-    /// Try the usable replicas that replayed past `wrote_at` (if given) in
-    /// turn, starting after the one the last read started with; `None` when
-    /// none gave a connection.
-    async fn replica_connection(&self, wrote_at: Option<Instant>) -> Option<PgClient> {
+    /// Try the usable replicas that replayed past `committed_by` (if given)
+    /// in turn, starting after the one the last read started with; `None`
+    /// when none gave a connection.
+    async fn replica_connection(&self, committed_by: Option<Instant>) -> Option<PgClient> {
         let replicas = &self.inner.replicas;
         if replicas.is_empty() {
             return None;
@@ -230,7 +234,7 @@ impl PgPools {
         let start = self.inner.next_replica.fetch_add(1, Ordering::Relaxed);
         for offset in 0..replicas.len() {
             let replica = &replicas[(start + offset) % replicas.len()];
-            if !replica.has_replayed(wrote_at) || !replica.try_now(self.inner.cooldown) {
+            if !replica.has_replayed(committed_by) || !replica.try_now(self.inner.cooldown) {
                 continue;
             }
             match replica.pool.get().await {
