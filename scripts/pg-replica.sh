@@ -166,7 +166,10 @@ cmd_status() {
   fi
   replica_sql "SELECT 'running on port $PORT: in_recovery=' || pg_is_in_recovery()
       || ' receiver=' || COALESCE((SELECT status FROM pg_stat_wal_receiver), 'none')
-      || ' replay_lag_s=' || COALESCE(round(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::numeric, 3)::text, 'n/a')"
+      || ' replay_lag_s=' || CASE
+           WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN '0 (replayed all it received)'
+           ELSE COALESCE(round(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::numeric, 3)::text, 'n/a')
+         END"
   echo "$URL"
 }
 
