@@ -502,6 +502,7 @@ async fn a_process_killed_mid_payment_resumes_and_charges_once() {
         url: format!("sqlite://{}", data.0.join("orders.db").display()),
         read_url: None,
         max_connections: 1,
+        ..Default::default()
     })
     .await
     .unwrap();

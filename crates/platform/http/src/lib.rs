@@ -12,7 +12,8 @@
 //!   per process or shared through Redis with an in-process fallback;
 //! - [`client_ip`]: who the caller is, honouring trusted proxies;
 //! - [`balance`]: client-side balancing over a service's instances, with
-//!   circuit breakers (outlier ejection) and a retry budget.
+//!   circuit breakers (outlier ejection) and a retry budget;
+//! - [`session`]: the caller's subject as a routing hint for read-your-writes.
 //!
 //! It depends on `zocalo-telemetry` and `zocalo-cache` only, never on a
 //! service.
@@ -25,6 +26,7 @@ pub mod extract;
 pub mod problem;
 pub mod ratelimit;
 pub mod server;
+pub mod session;
 
 pub use problem::{FieldError, Problem};
 pub mod service_auth;

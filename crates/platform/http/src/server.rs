@@ -3,7 +3,8 @@
 //!
 //! [`finish`] turns a service's API router into the router that is served:
 //! it adds the admin routes, `/openapi.json`, request ids, per-route metrics,
-//! tracing spans, panic catching and problem+json fallbacks. [`serve`] runs it
+//! the read-your-writes scope ([`crate::session`]), tracing spans, panic
+//! catching and problem+json fallbacks. [`serve`] runs it
 //! until the shutdown token fires, then drains in-flight requests.
 
 use std::net::SocketAddr;
@@ -57,6 +58,7 @@ pub fn finish(
     .route_layer(middleware::from_fn(move |req, next| {
         record_metrics(service, req, next)
     }))
+    .layer(middleware::from_fn(crate::session::read_your_writes))
     .layer(CatchPanicLayer::custom(|_| {
         Problem::internal("handler panicked").into_response()
     }))

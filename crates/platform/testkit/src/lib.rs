@@ -8,7 +8,9 @@
 //! - [`TestTokens`] mints access tokens for a service under test, so a
 //!   service's suite needs no auth service;
 //! - [`Client`] is a reqwest client with the base URL of the app under test;
-//! - [`redis`] names the test Redis and runs throwaway `redis-server`s.
+//! - [`redis`] names the test Redis and runs throwaway `redis-server`s;
+//! - [`replica`]: the shared streaming replica and throwaway ones a test may
+//!   stop, restart or pause.
 
 pub mod redis;
 
@@ -16,6 +18,8 @@ use std::sync::Arc;
 
 use jsonwebtoken::jwk::JwkSet;
 use zocalo_http::auth::{Claims, KeySource, TokenSigner, TokenVerifier};
+
+pub mod replica;
 
 pub const ISSUER: &str = "zocalo-test";
 pub const AUDIENCE: &str = "zocalo-api";
@@ -103,8 +107,17 @@ pub async fn database(backend: Backend) -> Option<TestDatabase> {
     }
 }
 
+impl TestDatabase {
+    /// This test's PostgreSQL database on another server of the same
+    /// cluster (a replica: `postgres://…@host:port/any`); `None` for SQLite.
+    pub fn on(&self, server: &str) -> Option<String> {
+        let (_, name) = self.postgres.as_ref()?;
+        Some(with_database(server, name))
+    }
+}
+
 /// Replace the database name in a `postgres://…/db?params` URL.
-fn with_database(url: &str, name: &str) -> String {
+pub fn with_database(url: &str, name: &str) -> String {
     let (base, query) = url.split_once('?').unwrap_or((url, ""));
     let authority_end = base
         .find("://")

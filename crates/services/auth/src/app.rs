@@ -22,6 +22,8 @@ pub struct Settings {
     /// `sqlite://…` or `postgres://…`.
     pub database_url: String,
     pub database_read_url: Option<String>,
+    /// More read replicas; reads fall back to the primary when none is healthy.
+    pub database_read_urls: Vec<String>,
     pub database_max_connections: usize,
     /// The `iss` of every token and of the RFC 8414 metadata.
     pub issuer: String,
@@ -55,6 +57,7 @@ impl Default for Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             database_url: "sqlite://data/auth.db".into(),
             database_read_url: None,
+            database_read_urls: Vec::new(),
             database_max_connections: 16,
             issuer: "http://127.0.0.1:8080".into(),
             audience: "zocalo-api".into(),
@@ -80,7 +83,9 @@ impl Settings {
         DatabaseSettings {
             url: self.database_url.clone(),
             read_url: self.database_read_url.clone(),
+            read_urls: self.database_read_urls.clone(),
             max_connections: self.database_max_connections,
+            ..DatabaseSettings::default()
         }
     }
 }

@@ -20,6 +20,8 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub database_url: String,
     pub database_read_url: Option<String>,
+    /// More read replicas; reads fall back to the primary when none is healthy.
+    pub database_read_urls: Vec<String>,
     pub database_max_connections: usize,
     /// The auth service's JWKS, e.g. `http://auth:8080/.well-known/jwks.json`.
     pub jwks_url: String,
@@ -40,6 +42,7 @@ impl Default for Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             database_url: "sqlite://data/catalog.db".into(),
             database_read_url: None,
+            database_read_urls: Vec::new(),
             database_max_connections: 16,
             jwks_url: "http://127.0.0.1:8080/.well-known/jwks.json".into(),
             issuer: "http://127.0.0.1:8080".into(),
@@ -56,7 +59,9 @@ impl Settings {
         DatabaseSettings {
             url: self.database_url.clone(),
             read_url: self.database_read_url.clone(),
+            read_urls: self.database_read_urls.clone(),
             max_connections: self.database_max_connections,
+            ..DatabaseSettings::default()
         }
     }
 }

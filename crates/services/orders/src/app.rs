@@ -30,6 +30,8 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub database_url: String,
     pub database_read_url: Option<String>,
+    /// More read replicas; reads fall back to the primary when none is healthy.
+    pub database_read_urls: Vec<String>,
     pub database_max_connections: usize,
     /// `sqlite://…/bus.db` (embedded) or `nats://…` (JetStream).
     pub bus_url: String,
@@ -62,6 +64,7 @@ impl Default for Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             database_url: "sqlite://data/orders.db".into(),
             database_read_url: None,
+            database_read_urls: Vec::new(),
             database_max_connections: 16,
             bus_url: "sqlite://data/bus.db".into(),
             jwks_url: "http://127.0.0.1:8080/.well-known/jwks.json".into(),
@@ -87,7 +90,9 @@ impl Settings {
         DatabaseSettings {
             url: self.database_url.clone(),
             read_url: self.database_read_url.clone(),
+            read_urls: self.database_read_urls.clone(),
             max_connections: self.database_max_connections,
+            ..DatabaseSettings::default()
         }
     }
 

@@ -23,6 +23,7 @@ async fn open(backend: Backend) -> (Arc<dyn AuthStore>, TestDatabase) {
         url: db.url.clone(),
         read_url: None,
         max_connections: 4,
+        ..DatabaseSettings::default()
     };
     (store::open(&settings).await.unwrap(), db)
 }

@@ -29,6 +29,7 @@ async fn open(backend: Backend) -> (Arc<dyn CatalogStore>, TestDatabase) {
         url: db.url.clone(),
         read_url: None,
         max_connections: 4,
+        ..DatabaseSettings::default()
     };
     (store::open(&settings).await.unwrap(), db)
 }

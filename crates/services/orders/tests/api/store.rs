@@ -23,6 +23,7 @@ async fn open(backend: Backend) -> (Arc<dyn OrdersStore>, TestDatabase) {
         url: db.url.clone(),
         read_url: None,
         max_connections: 8,
+        ..DatabaseSettings::default()
     };
     (store::open(&settings).await.unwrap(), db)
 }

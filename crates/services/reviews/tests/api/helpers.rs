@@ -31,14 +31,21 @@ impl Drop for Instance {
     }
 }
 
-async fn start(database_url: &str, tokens: &TestTokens) -> (Client, CancellationToken) {
-    let settings = Settings {
+/// Build and run one instance on `database_url`, with settings adjusted by
+/// `tune`.
+async fn start(
+    database_url: &str,
+    tokens: &TestTokens,
+    tune: impl FnOnce(&mut Settings),
+) -> (Client, CancellationToken) {
+    let mut settings = Settings {
         database_url: database_url.into(),
         database_max_connections: 4,
         issuer: zocalo_testkit::ISSUER.into(),
         audience: zocalo_testkit::AUDIENCE.into(),
         ..Settings::default()
     };
+    tune(&mut settings);
     let app = Application::build_with_keys(settings, tokens.jwks())
         .await
         .expect("build reviews");
@@ -50,8 +57,13 @@ async fn start(database_url: &str, tokens: &TestTokens) -> (Client, Cancellation
 
 pub async fn spawn(backend: Backend) -> TestApp {
     let db = zocalo_testkit::database(backend).await.expect("database");
+    spawn_on(db, |_| {}).await
+}
+
+/// Like [`spawn`], on a given database and with settings adjusted by `tune`.
+pub async fn spawn_on(db: TestDatabase, tune: impl FnOnce(&mut Settings)) -> TestApp {
     let tokens = TestTokens::new();
-    let (api, shutdown) = start(&db.url, &tokens).await;
+    let (api, shutdown) = start(&db.url, &tokens, tune).await;
     let editor_id = Uuid::now_v7();
     let editor_token = tokens.token(&editor_id.to_string(), &["editor"]);
     TestApp {
@@ -67,7 +79,7 @@ impl TestApp {
     /// A second instance sharing this one's database and token keys, as
     /// when several run behind the gateway.
     pub async fn another_instance(&self) -> Instance {
-        let (api, shutdown) = start(&self._db.url, &self.tokens).await;
+        let (api, shutdown) = start(&self._db.url, &self.tokens, |_| {}).await;
         Instance { api, shutdown }
     }
 

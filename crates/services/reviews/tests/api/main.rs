@@ -4,4 +4,5 @@
 mod api;
 mod helpers;
 mod idempotency;
+mod replica;
 mod store;

@@ -25,6 +25,7 @@ async fn open(backend: Backend) -> (Arc<dyn ReviewsStore>, TestDatabase) {
         url: db.url.clone(),
         read_url: None,
         max_connections: 4,
+        ..DatabaseSettings::default()
     };
     (store::open(&settings).await.unwrap(), db)
 }
