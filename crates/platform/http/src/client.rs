@@ -231,6 +231,21 @@ impl ServiceClient {
     }
 }
 
+/// Split `http://host:port/some/path` into the instance's base URL and the
+/// path a [`ServiceClient`] sends to (`/` when there is none).
+pub fn split_url(url: &str) -> Result<(String, String), InvalidEndpoint> {
+    let invalid = |reason| InvalidEndpoint {
+        url: url.to_owned(),
+        reason,
+    };
+    let uri: http::Uri = url.parse().map_err(|_| invalid("is not a URL"))?;
+    let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
+        return Err(invalid("is not an absolute URL"));
+    };
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    Ok((format!("{scheme}://{authority}"), path.to_owned()))
+}
+
 /// Call `apply` with the URLs of the instances now and after every change,
 /// until `shutdown` or until the source goes away. Shared by every holder of
 /// a balancer (the gateway's routes, [`ServiceClient::follow`]).
