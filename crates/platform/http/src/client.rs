@@ -481,3 +481,22 @@ fn give_up(service: String, failure: Failure) -> ClientError {
         status,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::split_url;
+
+    #[test]
+    fn a_url_splits_into_instance_and_path() {
+        assert_eq!(
+            split_url("http://127.0.0.1:8080/auth/token").unwrap(),
+            ("http://127.0.0.1:8080".to_owned(), "/auth/token".to_owned())
+        );
+        assert_eq!(
+            split_url("http://auth:80").unwrap(),
+            ("http://auth:80".to_owned(), "/".to_owned())
+        );
+        assert!(split_url("/auth/token").is_err());
+        assert!(split_url("not a url").is_err());
+    }
+}

@@ -23,6 +23,8 @@ use zocalo_http::client::{ClientError, ClientSettings, ServiceClient};
 enum Behaviour {
     Ok,
     Unavailable,
+    /// 500: a bug, not a dead instance.
+    Broken,
     Hang,
 }
 
@@ -49,6 +51,7 @@ impl Stub {
                 match behaviour {
                     Behaviour::Ok => (StatusCode::OK, format!("ok {key}")),
                     Behaviour::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, String::new()),
+                    Behaviour::Broken => (StatusCode::INTERNAL_SERVER_ERROR, String::new()),
                     Behaviour::Hang => {
                         tokio::time::sleep(Duration::from_secs(30)).await;
                         (StatusCode::OK, String::new())
@@ -238,6 +241,24 @@ async fn the_last_failure_is_a_bad_gateway() {
     assert!(matches!(error, ClientError::Upstream { .. }), "{error}");
     assert_eq!(Problem::from(error).status(), StatusCode::BAD_GATEWAY);
     assert_eq!(failing.hits(), 1, "one instance: one try");
+}
+
+#[tokio::test]
+async fn a_500_is_the_callers_answer_not_an_instance_failure() {
+    let broken = Stub::start(Behaviour::Broken).await;
+    let healthy = Stub::start(Behaviour::Ok).await;
+    let client = client(&[&broken.url, &healthy.url]);
+    let mut errors = 0;
+    for _ in 0..20 {
+        let response = client.get("/bug").send().await.expect("an answer");
+        if response.status() == 500 {
+            errors += 1;
+        }
+    }
+    // Neither retried nor ejected: every 500 reached the caller.
+    assert_eq!(errors, broken.hits());
+    assert_eq!(broken.hits() + healthy.hits(), 20);
+    assert_eq!(state_of(&client, &broken.url), BreakerState::Closed);
 }
 
 fn instances(urls: &[&String]) -> Instances {
