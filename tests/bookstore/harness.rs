@@ -1,13 +1,17 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+use zocalo_http::client::ServiceClient;
 use zocalo_orders::ServiceAuth;
 use zocalo_testkit::{Backend, Client, TestDatabase, TestTokens};
 
 pub struct BookStore {
     pub catalog: Client,
+    pub catalog_url: String,
+    catalog_settings: zocalo_catalog::Settings,
     /// Two instances of the orders API over one database and bus.
     pub orders: [Client; 2],
     pub tokens: TestTokens,
@@ -61,9 +65,10 @@ impl BookStore {
             sweep_interval_ms: 100,
             ..zocalo_catalog::Settings::default()
         };
-        let catalog = zocalo_catalog::Application::build_with_keys(catalog_settings, tokens.jwks())
-            .await
-            .unwrap();
+        let catalog =
+            zocalo_catalog::Application::build_with_keys(catalog_settings.clone(), tokens.jwks())
+                .await
+                .unwrap();
         let catalog_url = format!("http://127.0.0.1:{}", catalog.port());
         let catalog_client = Client::new(catalog_url.clone());
         tokio::spawn(catalog.run_until_stopped(shutdown.clone()));
@@ -74,7 +79,7 @@ impl BookStore {
             bus_url: format!("sqlite://{}", bus.path().join("bus.db").display()),
             issuer: zocalo_testkit::ISSUER.into(),
             audience: zocalo_testkit::AUDIENCE.into(),
-            catalog_url,
+            catalog_url: catalog_url.clone(),
             shipping_step_ms: 50,
             relay_interval_ms: 50,
             worker_concurrency: 4,
@@ -100,6 +105,8 @@ impl BookStore {
         }
         let store = Self {
             catalog: catalog_client,
+            catalog_url,
+            catalog_settings,
             orders: [orders[0].clone(), orders[1].clone()],
             seller: {
                 let id = Uuid::now_v7();
@@ -135,6 +142,35 @@ impl BookStore {
         .await
         .unwrap();
         tokio::spawn(worker.run_until_stopped(self.shutdown.clone()));
+    }
+
+    /// A worker calling the catalog through `catalog` (several instances,
+    /// say) instead of the configured `catalog_url`.
+    pub async fn start_worker_calling(&self, catalog: ServiceClient) {
+        let worker = zocalo_orders::Worker::build_with(
+            self.orders_settings.clone(),
+            catalog,
+            ServiceAuth::Static(self.service_token()),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(worker.run_until_stopped(self.shutdown.clone()));
+    }
+
+    /// Another catalog instance over the same database; cancelling `stop`
+    /// shuts it down, and the handle ends when it has.
+    pub async fn start_catalog_instance(
+        &self,
+        stop: CancellationToken,
+    ) -> (String, JoinHandle<std::io::Result<()>>) {
+        let catalog = zocalo_catalog::Application::build_with_keys(
+            self.catalog_settings.clone(),
+            self.tokens.jwks(),
+        )
+        .await
+        .unwrap();
+        let url = format!("http://127.0.0.1:{}", catalog.port());
+        (url, tokio::spawn(catalog.run_until_stopped(stop)))
     }
 
     /// Start an orders API over the same database (a restart after a crash).

@@ -2,7 +2,9 @@
 //! instances and two workers sharing one database and one bus, driven over
 //! HTTP. These prove the invariants of the purchase saga: no oversold stock,
 //! one charge per paid order, compensation on decline and expiry, and
-//! recovery from crashed workers and relays.
+//! recovery from crashed workers and relays, and orders completing while
+//! one of two catalog instances is down.
 
+mod balancing;
 mod harness;
 mod saga;

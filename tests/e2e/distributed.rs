@@ -29,9 +29,19 @@ impl Served {
     /// Start `zocalo serve <service>` with `env` and wait for the line
     /// saying where it listens.
     pub fn start(service: &str, env: &[(String, String)]) -> Self {
+        Self::launch(&["serve", service], env)
+    }
+
+    /// Start `zocalo worker <service>` and wait until it says it runs
+    /// (`port` stays 0: a worker listens nowhere).
+    pub fn start_worker(service: &str, env: &[(String, String)]) -> Self {
+        Self::launch(&["worker", service], env)
+    }
+
+    fn launch(args: &[&str], env: &[(String, String)]) -> Self {
         let data = tempfile_dir::Dir::new();
         let mut child = zocalo()
-            .args(["serve", service])
+            .args(args)
             .env("ZOCALO_DATA_DIR", &data.0)
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::piped())
@@ -56,9 +66,12 @@ impl Served {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = lines
                 .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("zocalo serve {service} printed its port"));
+                .unwrap_or_else(|_| panic!("zocalo {args:?} printed that it runs"));
             if let Some((_, port)) = line.split_once(" listening on port ") {
                 break port.parse().expect("a port number");
+            }
+            if line.ends_with(" worker running") {
+                break 0;
             }
         };
         served
@@ -97,7 +110,11 @@ impl Drop for Served {
 }
 
 /// The environment every process of one deployment shares.
-fn deployment_env(nats_url: &str, bucket: &str, public_url: &str) -> Vec<(String, String)> {
+pub(crate) fn deployment_env(
+    nats_url: &str,
+    bucket: &str,
+    public_url: &str,
+) -> Vec<(String, String)> {
     [
         ("ZOCALO_PUBLIC_URL", public_url),
         ("ZOCALO_DISCOVERY__KIND", "nats"),
@@ -113,7 +130,7 @@ fn deployment_env(nats_url: &str, bucket: &str, public_url: &str) -> Vec<(String
     .collect()
 }
 
-fn with(base: &[(String, String)], extra: &[(&str, String)]) -> Vec<(String, String)> {
+pub(crate) fn with(base: &[(String, String)], extra: &[(&str, String)]) -> Vec<(String, String)> {
     let mut env = base.to_vec();
     env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
     env

@@ -1,12 +1,18 @@
 //! Running services: all of them in one process (`up`), one (`serve`), the
 //! job consumers of one (`worker`), or only their migrations (`migrate`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use zocalo_discovery::{DiscoveryKind, DiscoverySettings, Instance, NatsDiscovery, Registration};
+use zocalo_discovery::{
+    Discovery, DiscoveryError, DiscoveryKind, DiscoverySettings, Instance, Instances,
+    NatsDiscovery, Registration,
+};
+use zocalo_http::client::follow_instances;
 
 use crate::Service;
 use crate::settings::Settings;
@@ -156,42 +162,75 @@ async fn follow_discovery(
     upstreams: zocalo_gateway::Upstreams,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    if settings.kind == DiscoveryKind::Static {
+    let Some(discovery) = discovery_source(settings).await? else {
         return Ok(());
-    }
-    let discovery = zocalo_discovery::from_settings(settings, Default::default())
-        .await
-        .context("connecting to discovery")?;
+    };
     let services: Vec<String> = upstreams.services().map(str::to_owned).collect();
     for service in services {
-        let mut instances = match discovery.watch(&service).await {
-            Ok(instances) => instances,
-            Err(zocalo_discovery::DiscoveryError::UnknownService(_)) => {
-                tracing::warn!(%service, "discovery knows no such service: its routes get 503");
-                continue;
-            }
-            Err(error) => return Err(error).context("watching discovery"),
+        let Some(instances) = watch_service(discovery.as_ref(), &service).await? else {
+            tracing::warn!(%service, "discovery knows no such service: its routes get 503");
+            continue;
         };
         let upstreams = upstreams.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            loop {
-                let urls: Vec<String> = instances
-                    .borrow_and_update()
-                    .iter()
-                    .map(|instance| instance.url.clone())
-                    .collect();
-                if let Err(error) = upstreams.set(&service, &urls) {
-                    tracing::warn!(%service, error = format!("{error:#}"), "ignoring discovered instances");
-                }
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    changed = instances.changed() => if changed.is_err() { return },
-                }
+        follow_instances(instances, shutdown.clone(), move |urls| {
+            if let Err(error) = upstreams.set(&service, urls) {
+                tracing::warn!(%service, error = format!("{error:#}"), "ignoring discovered instances");
             }
         });
     }
     Ok(())
+}
+
+/// Point the orders worker's clients at the discovered instances of the
+/// services it calls; with static discovery (or a service the source does
+/// not know) they keep the configured addresses.
+async fn follow_clients(
+    settings: &DiscoverySettings,
+    clients: &zocalo_orders::Clients,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let Some(discovery) = discovery_source(settings).await? else {
+        return Ok(());
+    };
+    for client in [&clients.catalog, &clients.auth] {
+        match watch_service(discovery.as_ref(), client.service()).await? {
+            Some(instances) => {
+                client.follow(instances, shutdown.clone());
+            }
+            None => tracing::warn!(
+                service = client.service(),
+                "discovery knows no such service: calling the configured address"
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// The configured discovery source; `None` for static lists, which the
+/// settings already hold.
+async fn discovery_source(
+    settings: &DiscoverySettings,
+) -> anyhow::Result<Option<Arc<dyn Discovery>>> {
+    if settings.kind == DiscoveryKind::Static {
+        return Ok(None);
+    }
+    let discovery = zocalo_discovery::from_settings(settings, Default::default())
+        .await
+        .context("connecting to discovery")?;
+    Ok(Some(discovery))
+}
+
+/// The live instances of `service`; `None` when the source knows no such
+/// service (a DNS source without a name for it).
+async fn watch_service(
+    discovery: &dyn Discovery,
+    service: &str,
+) -> anyhow::Result<Option<watch::Receiver<Instances>>> {
+    match discovery.watch(service).await {
+        Ok(instances) => Ok(Some(instances)),
+        Err(DiscoveryError::UnknownService(_)) => Ok(None),
+        Err(error) => Err(error).context("watching discovery"),
+    }
 }
 
 /// With NATS discovery, announce this instance once it is bound, so no
@@ -239,7 +278,10 @@ pub async fn worker(service: Service, settings: Settings) -> anyhow::Result<()> 
     let mut servers = Servers::new();
     match service {
         Service::Orders => {
-            let worker = zocalo_orders::Worker::build(settings.orders).await?;
+            let clients = settings.orders.clients()?;
+            follow_clients(&settings.discovery, &clients, shutdown.clone()).await?;
+            let worker =
+                zocalo_orders::Worker::build_with_clients(settings.orders, clients).await?;
             let stop = shutdown.clone();
             servers.spawn(async move {
                 worker.run_until_stopped(stop).await;

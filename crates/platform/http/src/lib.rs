@@ -13,13 +13,16 @@
 //! - [`client_ip`]: who the caller is, honouring trusted proxies;
 //! - [`balance`]: client-side balancing over a service's instances, with
 //!   circuit breakers (outlier ejection) and a retry budget;
-//! - [`session`]: the caller's subject as a routing hint for read-your-writes.
+//! - [`session`]: the caller's subject as a routing hint for read-your-writes;
+//! - [`client`]: the outgoing client for calls between services, balanced
+//!   over the callee's live instances, with retries and timeouts.
 //!
-//! It depends on `zocalo-telemetry` and `zocalo-cache` only, never on a
-//! service.
+//! It depends on `zocalo-telemetry`, `zocalo-cache` and `zocalo-discovery`
+//! only, never on a service.
 
 pub mod auth;
 pub mod balance;
+pub mod client;
 pub mod client_ip;
 pub mod conditional;
 pub mod extract;

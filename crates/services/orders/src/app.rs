@@ -15,6 +15,7 @@ use zocalo_bus::{Bus, EventHandler, JobError, JobHandler, WorkerOptions};
 use zocalo_config::Secret;
 use zocalo_contracts::orders::{self as contract, OrderJob, OrderPaid};
 use zocalo_http::auth::{KeySource, TokenVerifier};
+use zocalo_http::client::{ClientSettings, ServiceClient, split_url};
 use zocalo_http::server::Server;
 use zocalo_http::service_auth::ServiceAuth;
 use zocalo_store::DatabaseSettings;
@@ -38,10 +39,17 @@ pub struct Settings {
     pub jwks_url: String,
     pub issuer: String,
     pub audience: String,
-    /// The catalog's own address (its internal API is not behind the gateway).
+    /// The catalog's own address (its internal API is not behind the
+    /// gateway). With a discovery source, the discovered `catalog`
+    /// instances replace it.
     pub catalog_url: String,
-    /// Where to get a service token (`client_credentials`).
+    /// Where to get a service token (`client_credentials`). With a
+    /// discovery source, its path is asked of the discovered `auth`
+    /// instances.
     pub token_url: String,
+    /// Balancing, breakers, retries and timeouts of the calls to catalog
+    /// and auth.
+    pub outgoing: ClientSettings,
     pub client_id: String,
     pub client_secret: Secret,
     /// Share of payments the simulated processor declines (0.0–1.0).
@@ -72,6 +80,7 @@ impl Default for Settings {
             audience: "zocalo-api".into(),
             catalog_url: "http://127.0.0.1:8080".into(),
             token_url: "http://127.0.0.1:8080/auth/token".into(),
+            outgoing: ClientSettings::default(),
             client_id: "orders".into(),
             client_secret: Secret::default(),
             payment_decline_rate: 0.0,
@@ -96,13 +105,42 @@ impl Settings {
         }
     }
 
-    fn service_auth(&self) -> ServiceAuth {
-        ServiceAuth::client_credentials(
-            self.token_url.clone(),
+    /// Clients for the services the worker calls, over the configured
+    /// static addresses (follow discovery on them to replace those).
+    pub fn clients(&self) -> anyhow::Result<Clients> {
+        let catalog = ServiceClient::with_instances(
+            "catalog",
+            std::slice::from_ref(&self.catalog_url),
+            &self.outgoing,
+        )
+        .map_err(|e| anyhow::anyhow!("key `orders.catalog_url`: {e}"))?;
+        let (auth_base, _) = self.token_url_parts()?;
+        let auth = ServiceClient::with_instances("auth", &[auth_base], &self.outgoing)
+            .map_err(|e| anyhow::anyhow!("key `orders.token_url`: {e}"))?;
+        Ok(Clients { catalog, auth })
+    }
+
+    fn token_url_parts(&self) -> anyhow::Result<(String, String)> {
+        split_url(&self.token_url).map_err(|e| anyhow::anyhow!("key `orders.token_url`: {e}"))
+    }
+
+    /// Service tokens from the token path of `token_url`, asked of `auth`.
+    fn service_auth(&self, auth: ServiceClient) -> anyhow::Result<ServiceAuth> {
+        let (_, token_path) = self.token_url_parts()?;
+        Ok(ServiceAuth::client_credentials_via(
+            auth,
+            &token_path,
             self.client_id.clone(),
             self.client_secret.expose().to_owned(),
-        )
+        ))
     }
+}
+
+/// The services the orders worker calls, each balanced over its instances.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    pub catalog: ServiceClient,
+    pub auth: ServiceClient,
 }
 
 #[derive(Clone)]
@@ -182,12 +220,28 @@ pub struct Worker {
 
 impl Worker {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let auth = settings.service_auth();
-        Self::build_with_auth(settings, auth).await
+        let clients = settings.clients()?;
+        Self::build_with_clients(settings, clients).await
+    }
+
+    /// Build with the given clients (following discovery, say).
+    pub async fn build_with_clients(settings: Settings, clients: Clients) -> anyhow::Result<Self> {
+        let auth = settings.service_auth(clients.auth)?;
+        Self::build_with(settings, clients.catalog, auth).await
     }
 
     /// Build with a fixed service token (tests).
     pub async fn build_with_auth(settings: Settings, auth: ServiceAuth) -> anyhow::Result<Self> {
+        let catalog = settings.clients()?.catalog;
+        Self::build_with(settings, catalog, auth).await
+    }
+
+    /// Build calling the catalog through `catalog`, authenticated by `auth`.
+    pub async fn build_with(
+        settings: Settings,
+        catalog: ServiceClient,
+        auth: ServiceAuth,
+    ) -> anyhow::Result<Self> {
         let store = store::open(&settings.database()).await?;
         let bus = zocalo_bus::connect(&settings.bus_url).await?;
         let payments = Arc::new(SimulatedProcessor::new(
@@ -197,7 +251,7 @@ impl Worker {
         ));
         let saga = Arc::new(Saga {
             store,
-            catalog: CatalogClient::new(settings.catalog_url.clone(), auth),
+            catalog: CatalogClient::new(catalog, auth),
             payments,
             reservation_ttl_secs: settings.reservation_ttl_secs,
             shipping_step: Duration::from_millis(settings.shipping_step_ms),

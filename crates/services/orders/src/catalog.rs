@@ -2,22 +2,23 @@
 //!
 //! Every call is idempotent on the catalog side (the reservation id is the
 //! order id), so the saga may repeat any of them after a crash or timeout.
+//! Each call carries an `Idempotency-Key` derived from the order id and the
+//! step, which lets the [`ServiceClient`] retry it on another catalog
+//! instance when one fails mid-call.
 //! Network failures and 5xx answers are `Err` (retry later); the catalog's
 //! definite answers (no stock, no such book, reservation gone) are outcomes.
-
-use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
+use zocalo_http::client::ServiceClient;
 use zocalo_http::service_auth::ServiceAuth;
 
 use crate::domain::{Line, LineRequest};
 
 pub struct CatalogClient {
-    base: String,
-    http: reqwest::Client,
+    catalog: ServiceClient,
     auth: ServiceAuth,
 }
 
@@ -59,26 +60,29 @@ struct ProblemBody {
 }
 
 impl CatalogClient {
-    pub fn new(base: String, auth: ServiceAuth) -> Self {
-        Self {
-            base: base.trim_end_matches('/').to_owned(),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .expect("a client with a timeout always builds"),
-            auth,
-        }
+    pub fn new(catalog: ServiceClient, auth: ServiceAuth) -> Self {
+        Self { catalog, auth }
     }
 
-    async fn post(&self, path: &str, body: serde_json::Value) -> Result<reqwest::Response, String> {
+    /// POST one step of `order`'s reservation. The key names the order and
+    /// the step: the same step repeated is the same request, and two steps
+    /// never share a key.
+    async fn post(
+        &self,
+        path: &str,
+        order: Uuid,
+        step: &str,
+        body: serde_json::Value,
+    ) -> Result<reqwest::Response, String> {
         let token = self.auth.bearer().await.map_err(|p| p.to_string())?;
-        self.http
-            .post(format!("{}{path}", self.base))
+        self.catalog
+            .post(path)
             .bearer_auth(token)
+            .idempotency_key(format!("{order}:{step}"))
             .json(&body)
             .send()
             .await
-            .map_err(|e| format!("catalog unreachable: {e}"))
+            .map_err(|e| e.to_string())
     }
 
     pub async fn reserve(
@@ -92,7 +96,9 @@ impl CatalogClient {
             .map(|l| json!({"book_id": l.book_id, "quantity": l.quantity}))
             .collect();
         let body = json!({"reservation_id": order, "items": items, "ttl_secs": ttl_secs});
-        let response = self.post("/internal/reservations", body).await?;
+        let response = self
+            .post("/internal/reservations", order, "reserve", body)
+            .await?;
         match response.status() {
             StatusCode::OK | StatusCode::CREATED => {
                 let reservation: Reservation = response
@@ -121,7 +127,12 @@ impl CatalogClient {
 
     pub async fn commit(&self, order: Uuid) -> Result<Committed, String> {
         let response = self
-            .post(&format!("/internal/reservations/{order}/commit"), json!({}))
+            .post(
+                &format!("/internal/reservations/{order}/commit"),
+                order,
+                "commit",
+                json!({}),
+            )
             .await?;
         match response.status() {
             StatusCode::OK => Ok(Committed::Committed),
@@ -138,6 +149,8 @@ impl CatalogClient {
         let response = self
             .post(
                 &format!("/internal/reservations/{order}/release"),
+                order,
+                "release",
                 json!({}),
             )
             .await?;

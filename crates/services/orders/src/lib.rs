@@ -16,5 +16,5 @@ mod routes;
 mod saga;
 pub mod store;
 
-pub use app::{Application, Settings, Worker};
+pub use app::{Application, Clients, Settings, Worker};
 pub use zocalo_http::service_auth::ServiceAuth;
