@@ -27,6 +27,7 @@
 //! are reached over HTTP at the addresses in [`Settings`].
 
 mod bulkhead;
+mod cache;
 mod error;
 mod layers;
 mod live;
@@ -58,7 +59,7 @@ use zocalo_http::server::{RequestId, request_id};
 use zocalo_telemetry::{ReadinessCheck, admin_router, always_ready};
 
 pub use routes::Upstreams;
-pub use settings::{LiveSettings, RouteSettings, Settings};
+pub use settings::{CacheSettings, LiveSettings, MAX_ROUTE_WEIGHT, RouteSettings, Settings};
 pub use zocalo_http::balance::{BreakerSettings, RetrySettings, Strategy};
 
 use crate::proxy::Gateway;

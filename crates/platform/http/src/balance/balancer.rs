@@ -262,13 +262,13 @@ fn power_of_two_choices(
 
 /// The usable endpoint (other than `skip`) whose share of the weight line
 /// holds `point`.
-fn by_weight<'a>(
-    endpoints: &'a [Arc<Endpoint>],
+fn by_weight(
+    endpoints: &[Arc<Endpoint>],
     weigh: Weigh,
     usable: impl Fn(&Arc<Endpoint>) -> bool,
     mut point: u64,
     skip: Option<EndpointId>,
-) -> Option<&'a Arc<Endpoint>> {
+) -> Option<&Arc<Endpoint>> {
     for endpoint in endpoints
         .iter()
         .filter(|e| usable(e) && Some(e.id()) != skip)
