@@ -16,9 +16,16 @@
 //! docs/design-resilience.md). The instances can change at runtime through
 //! [`Upstreams`].
 //!
+//! Anonymous GETs of answers a service marks `public` are served from a
+//! response cache shared by all instances through Redis when `redis_url` is
+//! set (in-process otherwise, and while Redis is down), with `Age`,
+//! `X-Cache` and `304` on a matching `If-None-Match` (see `cache.rs` and
+//! [`CacheSettings`]).
+//!
 //! Its rate limit (shared by all instances through Redis when `redis_url`
-//! is set), log level and feature flags change without a restart, from a
-//! watched file or a NATS KV key (see [`LiveSettings`]).
+//! is set), log level, feature flags and the weights of instances change
+//! without a restart, from a watched file or a NATS KV key (see
+//! [`LiveSettings`]).
 //!
 //! Not supported yet: protocol upgrades (WebSocket) and TLS to upstreams.
 //!
