@@ -80,7 +80,7 @@ impl ResponseCache {
         if !settings.enabled {
             return None;
         }
-        let local = MemoryCache::new(settings.memory_entries);
+        let local = MemoryCache::with_max_bytes(settings.memory_max_bytes);
         let store: Arc<dyn Cache> = match redis {
             Some(redis) => Arc::new(FallbackCache::new(
                 RedisCache::new(redis, format!("{prefix}cache:")),

@@ -60,8 +60,9 @@ pub struct CacheSettings {
     pub max_body_bytes: usize,
     /// An upper bound on any entry's lifetime, whatever the service says.
     pub max_ttl_secs: u64,
-    /// Entries kept by the in-process cache (no Redis, or Redis down).
-    pub memory_entries: u64,
+    /// Bytes (keys and entries) the in-process cache holds at most (no
+    /// Redis, or Redis down); the least used entries go first.
+    pub memory_max_bytes: u64,
 }
 
 impl Default for CacheSettings {
@@ -70,7 +71,7 @@ impl Default for CacheSettings {
             enabled: true,
             max_body_bytes: 256 * 1024,
             max_ttl_secs: 300,
-            memory_entries: 10_000,
+            memory_max_bytes: 64 * 1024 * 1024,
         }
     }
 }
