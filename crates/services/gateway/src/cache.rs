@@ -41,8 +41,11 @@ use http_body_util::BodyExt as _;
 use hyper::body::{Body as _, Incoming};
 use metrics::Counter;
 use zocalo_cache::{Cache, FallbackCache, MemoryCache, Redis, RedisCache};
+use zocalo_http::balance::Pick;
 
+use crate::bulkhead::Permit;
 use crate::error::GatewayError;
+use crate::proxy::{downstream, strip_hop_by_hop};
 use crate::settings::CacheSettings;
 
 pub(crate) const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
@@ -160,16 +163,17 @@ impl ResponseCache {
     }
 
     /// Relay a missed response, keeping a copy when it is storable. The
-    /// body is read whole only then; `release` (the request's instance and
-    /// service slots) is dropped once it has been read.
-    pub async fn relay_miss<R: Send>(
+    /// body is read whole only then, within `read_timeout`; the request's
+    /// instance and service slots (`pick`, `permit`) are held until it has
+    /// been read, or until the streamed body is done.
+    pub async fn relay_miss(
         &self,
         route: &CacheRoute,
         lookup: Lookup,
         response: http::Response<Incoming>,
-        release: R,
+        pick: Pick,
+        permit: Permit,
         read_timeout: Duration,
-        stream: impl FnOnce(http::Response<Incoming>, R) -> Response,
     ) -> Result<Response, GatewayError> {
         let ttl = if lookup.is_get {
             self.storable_ttl(&response)
@@ -181,7 +185,7 @@ impl ResponseCache {
             if lookup.is_get {
                 route.saw_unstorable();
             }
-            let mut response = stream(response, release);
+            let mut response = downstream(response, pick, permit);
             mark(&mut response, "miss");
             return Ok(response);
         };
@@ -198,10 +202,10 @@ impl ResponseCache {
                 source,
             })?
             .to_bytes();
-        drop(release);
+        drop((pick, permit));
         self.store(route, &lookup, &parts.headers, &bytes, ttl)
             .await;
-        crate::proxy::strip_hop_by_hop(&mut parts.headers);
+        strip_hop_by_hop(&mut parts.headers);
         let mut response = Response::from_parts(parts, Body::from(bytes));
         mark(&mut response, "miss");
         Ok(response)

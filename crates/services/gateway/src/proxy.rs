@@ -215,14 +215,7 @@ impl Gateway {
         match lookup {
             Some(lookup) => {
                 cache
-                    .relay_miss(
-                        &route.cache,
-                        lookup,
-                        response,
-                        (pick, permit),
-                        route.timeout,
-                        |response, (pick, permit)| downstream(response, pick, permit),
-                    )
+                    .relay_miss(&route.cache, lookup, response, pick, permit, route.timeout)
                     .await
             }
             None => Ok(downstream(response, pick, permit)),
@@ -636,7 +629,11 @@ fn upstream_request(
 /// instance's in-flight count and the service's bulkhead slot are released
 /// when the body has been sent (or dropped), not at the response head, so
 /// that long downloads count as load.
-fn downstream(response: http::Response<Incoming>, pick: Pick, permit: Permit) -> Response {
+pub(crate) fn downstream(
+    response: http::Response<Incoming>,
+    pick: Pick,
+    permit: Permit,
+) -> Response {
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     Response::from_parts(
