@@ -451,3 +451,20 @@ async fn redis_down_falls_back_to_the_in_process_cache() {
         "the fallback is counted"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_that_stopped_being_looked_up_resumes_on_a_storable_answer() {
+    let f = fixture().await;
+    // Enough unstorable answers for the route to stop being looked up.
+    for _ in 0..40 {
+        let (status, x_cache, _) = get(&f.gateway, "/api/things/private", &[]).await;
+        assert_eq!((status, x_cache.as_deref()), (200, Some("miss")));
+    }
+    let path = "/api/things/public/relearned";
+    assert_eq!(body(path, &f.gateway, &[]).await.0, "miss");
+    assert_eq!(
+        body(path, &f.gateway, &[]).await,
+        ("hit".into(), format!("{path} #1")),
+        "one storable answer turns lookups back on"
+    );
+}
