@@ -1,5 +1,5 @@
-//! The in-process cache: moka, bounded by entry count, each entry expiring
-//! after its own time to live.
+//! The in-process cache: moka, bounded by entry count or by bytes, each
+//! entry expiring after its own time to live.
 
 use std::time::{Duration, Instant};
 
@@ -52,6 +52,20 @@ impl MemoryCache {
         }
     }
 
+    /// A cache holding at most about `max_bytes` of keys and values, for
+    /// values whose sizes vary widely (cached response bodies).
+    pub fn with_max_bytes(max_bytes: u64) -> Self {
+        Self {
+            entries: Moka::builder()
+                .max_capacity(max_bytes)
+                .weigher(|key: &String, entry: &Entry| {
+                    u32::try_from(key.len() + entry.value.len()).unwrap_or(u32::MAX)
+                })
+                .expire_after(PerEntryTtl)
+                .build(),
+        }
+    }
+
     pub fn get_now(&self, key: &str) -> Option<Bytes> {
         self.entries.get(key).map(|entry| entry.value)
     }
@@ -98,5 +112,23 @@ mod tests {
         assert_eq!(cache.get_now("long").as_deref(), Some(&b"b"[..]));
         cache.delete_now("long");
         assert_eq!(cache.get_now("long"), None);
+    }
+
+    #[test]
+    fn a_byte_bounded_cache_evicts_beyond_its_size() {
+        let cache = MemoryCache::with_max_bytes(10 * 1024);
+        for i in 0..100 {
+            cache.set_now(
+                &format!("k{i}"),
+                Bytes::from(vec![0u8; 1024]),
+                Duration::from_secs(60),
+            );
+        }
+        cache.entries.run_pending_tasks();
+        let kept = (0..100)
+            .filter(|i| cache.get_now(&format!("k{i}")).is_some())
+            .count();
+        assert!(kept <= 10, "{kept} entries of 1 KiB kept in 10 KiB");
+        assert!(kept > 0);
     }
 }

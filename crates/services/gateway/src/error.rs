@@ -64,6 +64,12 @@ pub(crate) enum GatewayError {
         service: Arc<str>,
         source: legacy::Error,
     },
+    /// A response being read whole (to be cached) broke off.
+    #[error("service `{service}` broke off its response: {source:?}")]
+    ResponseBody {
+        service: Arc<str>,
+        source: hyper::Error,
+    },
 }
 
 impl GatewayError {
@@ -128,7 +134,7 @@ impl GatewayError {
                 Problem::new(StatusCode::GATEWAY_TIMEOUT)
                     .with_detail("the service did not answer in time")
             }
-            Self::Unreachable { .. } | Self::Upstream { .. } => {
+            Self::Unreachable { .. } | Self::Upstream { .. } | Self::ResponseBody { .. } => {
                 tracing::warn!(error = %self, "upstream failed");
                 Problem::new(StatusCode::BAD_GATEWAY)
                     .with_detail("the service could not be reached or failed to answer")

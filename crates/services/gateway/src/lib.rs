@@ -16,9 +16,16 @@
 //! docs/design-resilience.md). The instances can change at runtime through
 //! [`Upstreams`].
 //!
+//! Anonymous GETs of answers a service marks `public` are served from a
+//! response cache shared by all instances through Redis when `redis_url` is
+//! set (in-process otherwise, and while Redis is down), with `Age`,
+//! `X-Cache` and `304` on a matching `If-None-Match` (see `cache.rs` and
+//! [`CacheSettings`]).
+//!
 //! Its rate limit (shared by all instances through Redis when `redis_url`
-//! is set), log level and feature flags change without a restart, from a
-//! watched file or a NATS KV key (see [`LiveSettings`]).
+//! is set), log level, feature flags and the weights of instances change
+//! without a restart, from a watched file or a NATS KV key (see
+//! [`LiveSettings`]).
 //!
 //! Not supported yet: protocol upgrades (WebSocket) and TLS to upstreams.
 //!
@@ -27,6 +34,7 @@
 //! are reached over HTTP at the addresses in [`Settings`].
 
 mod bulkhead;
+mod cache;
 mod error;
 mod layers;
 mod live;
@@ -58,7 +66,7 @@ use zocalo_http::server::{RequestId, request_id};
 use zocalo_telemetry::{ReadinessCheck, admin_router, always_ready};
 
 pub use routes::Upstreams;
-pub use settings::{LiveSettings, RouteSettings, Settings};
+pub use settings::{CacheSettings, LiveSettings, MAX_ROUTE_WEIGHT, RouteSettings, Settings};
 pub use zocalo_http::balance::{BreakerSettings, RetrySettings, Strategy};
 
 use crate::proxy::Gateway;

@@ -3,9 +3,9 @@
 //! or a NATS KV key (see `zocalo_config::live`), and the rate limiter that
 //! enforces the limit, shared through Redis when one is configured.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use zocalo_cache::{Redis, SharedLimiter};
 use zocalo_config::live::{DEFAULT_POLL_INTERVAL, Live};
@@ -14,21 +14,14 @@ use zocalo_http::ratelimit::RateLimiter;
 use crate::proxy::Gateway;
 use crate::settings::{LiveSettings, Settings};
 
-/// The limiter for `settings`: counting in Redis when `redis_url` is set
+/// The limiter for `settings`: counting in `redis` when one is configured
 /// (falling back to this process while Redis fails), else in this process.
-pub(crate) fn rate_limiter(settings: &Settings) -> anyhow::Result<RateLimiter> {
-    let shared = match &settings.redis_url {
-        Some(url) => {
-            let redis = Redis::new(url).context("redis_url")?;
-            let prefix = format!("{}ratelimit:", settings.redis_key_prefix);
-            Some(SharedLimiter::new(redis, prefix))
-        }
-        None => None,
-    };
-    Ok(RateLimiter::new(
-        settings.effective_rate_limit(&settings.live),
-        shared,
-    ))
+pub(crate) fn rate_limiter(settings: &Settings, redis: Option<Redis>) -> RateLimiter {
+    let shared = redis.map(|redis| {
+        let prefix = format!("{}ratelimit:", settings.redis_key_prefix);
+        SharedLimiter::new(redis, prefix)
+    });
+    RateLimiter::new(settings.effective_rate_limit(&settings.live), shared)
 }
 
 /// Read the live sources (a bad live file at startup is an error), put
@@ -49,6 +42,7 @@ pub(crate) fn start(
         gateway,
         settings: settings.clone(),
         log_level: None,
+        route_weights: None,
     };
     let mut changes = live.subscribe();
     applier.apply(&changes.borrow_and_update());
@@ -73,7 +67,11 @@ struct Applier {
     settings: Settings,
     /// The log level last applied, to touch the filter only on change.
     log_level: Option<String>,
+    /// The weights last applied (`None` before the first application).
+    route_weights: Option<RouteWeights>,
 }
+
+type RouteWeights = BTreeMap<String, BTreeMap<String, u32>>;
 
 impl Applier {
     fn apply(&mut self, live: &LiveSettings) {
@@ -93,6 +91,31 @@ impl Applier {
                 tracing::warn!(%reason, "log level not changed");
             }
             self.log_level = live.log_level.clone();
+        }
+        if self.route_weights.as_ref() != Some(&live.route_weights) {
+            self.apply_weights(&live.route_weights);
+            self.route_weights = Some(live.route_weights.clone());
+        }
+    }
+
+    /// Every routed service gets its weights, or none (all 1) when the new
+    /// settings list none for it: removing a service's table undoes it.
+    fn apply_weights(&self, weights: &RouteWeights) {
+        let upstreams = self.gateway.routes.upstreams();
+        for service in weights.keys() {
+            if upstreams.get(service).is_none() {
+                tracing::warn!(service, "route_weights names a service no route goes to");
+            }
+        }
+        let none = BTreeMap::new();
+        for service in upstreams.services() {
+            let table = weights.get(service).unwrap_or(&none);
+            if let Err(error) = upstreams.set_weights(service, table) {
+                tracing::warn!(service, %error, "route weights not applied");
+            }
+        }
+        if !weights.is_empty() {
+            tracing::info!(?weights, "route weights applied");
         }
     }
 }

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use anyhow::Context as _;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::header::{
@@ -41,6 +42,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::time::Instant;
+use zocalo_cache::Redis;
 use zocalo_http::auth::{KeySource, TokenError, TokenVerifier};
 use zocalo_http::balance::{Endpoint, EndpointId, Pick};
 use zocalo_http::client_ip::{client_ip, peer_ip};
@@ -48,6 +50,7 @@ use zocalo_http::ratelimit::RateLimiter;
 use zocalo_http::server::REQUEST_ID;
 
 use crate::bulkhead::Permit;
+use crate::cache::ResponseCache;
 use crate::error::GatewayError;
 use crate::routes::{Route, RouteTable, has_dot_segment};
 use crate::settings::Settings;
@@ -113,6 +116,7 @@ pub(crate) struct Gateway {
     pub verifier: Option<Arc<TokenVerifier>>,
     client: UpstreamClient,
     pub(crate) limiter: RateLimiter,
+    cache: Option<ResponseCache>,
     trusted_proxies: Box<[IpAddr]>,
     max_body_bytes: usize,
     max_header_bytes: usize,
@@ -126,11 +130,19 @@ impl Gateway {
         let verifier = settings.effective_jwks_url().map(|url| {
             TokenVerifier::new(KeySource::Url(url), &settings.issuer, &settings.audience)
         });
+        // One Redis handle (one connection) for the limiter and the cache.
+        let redis = settings
+            .redis_url
+            .as_deref()
+            .map(Redis::new)
+            .transpose()
+            .context("redis_url")?;
         Ok(Self {
             routes,
             verifier,
             client: upstream_client(Duration::from_millis(settings.connect_timeout_ms)),
-            limiter: crate::live::rate_limiter(settings)?,
+            limiter: crate::live::rate_limiter(settings, redis.clone()),
+            cache: ResponseCache::new(&settings.cache, redis, &settings.redis_key_prefix),
             trusted_proxies: settings.trusted_proxies.clone().into_boxed_slice(),
             max_body_bytes: settings.max_body_bytes,
             max_header_bytes: settings.max_header_bytes,
@@ -152,6 +164,17 @@ impl Gateway {
             return Err(GatewayError::DotSegments);
         }
         check_content_length(&parts.headers, self.max_body_bytes)?;
+        let lookup = self
+            .cache
+            .as_ref()
+            .and_then(|cache| cache.lookup_for(&route.cache, &parts));
+        if let (Some(cache), Some(lookup)) = (&self.cache, &lookup)
+            && let Some(hit) = cache.answer(&route.cache, lookup).await
+        {
+            return Ok(hit);
+        }
+        let purge =
+            (self.cache.is_some() && is_unsafe(&parts.method)).then(|| parts.uri.path().to_owned());
         if !route.has_upstreams() {
             return Err(GatewayError::NoUpstream(route.service.clone()));
         }
@@ -181,7 +204,22 @@ impl Gateway {
             .ok_or_else(|| GatewayError::Overloaded(route.service.clone()))?;
         route.balancer.budget().deposit();
         let (response, pick) = self.relay(route, parts, payload).await?;
-        Ok(downstream(response, pick, permit))
+        let Some(cache) = &self.cache else {
+            return Ok(downstream(response, pick, permit));
+        };
+        if let Some(path) = purge
+            && response.status().is_success()
+        {
+            cache.purge(&route.cache, &path).await;
+        }
+        match lookup {
+            Some(lookup) => {
+                cache
+                    .relay_miss(&route.cache, lookup, response, pick, permit, route.timeout)
+                    .await
+            }
+            None => Ok(downstream(response, pick, permit)),
+        }
     }
 
     /// Buffer a small body of known length so that it can be sent again;
@@ -451,7 +489,7 @@ fn bearer_token(headers: &HeaderMap) -> Option<&[u8]> {
 }
 
 /// Remove hop-by-hop headers, including those the `Connection` header names.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let listed: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
@@ -537,6 +575,14 @@ fn append_forwarded_for(headers: &mut HeaderMap, ip: IpAddr) {
     };
 }
 
+/// Methods that change what later reads see (RFC 9110 §9.2.1).
+fn is_unsafe(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    )
+}
+
 /// Whether sending the request twice is harmless: an idempotent method
 /// (RFC 9110 §9.2.2), or a client that made it so with an `Idempotency-Key`.
 fn may_resend(method: &Method, headers: &HeaderMap) -> bool {
@@ -583,7 +629,11 @@ fn upstream_request(
 /// instance's in-flight count and the service's bulkhead slot are released
 /// when the body has been sent (or dropped), not at the response head, so
 /// that long downloads count as load.
-fn downstream(response: http::Response<Incoming>, pick: Pick, permit: Permit) -> Response {
+pub(crate) fn downstream(
+    response: http::Response<Incoming>,
+    pick: Pick,
+    permit: Permit,
+) -> Response {
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     Response::from_parts(

@@ -7,7 +7,7 @@
 //! routes of one service share one balancer, so their requests see the same
 //! breakers and load.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ use anyhow::{Context, bail, ensure};
 use zocalo_http::balance::Balancer;
 
 use crate::bulkhead::Bulkhead;
+use crate::cache::CacheRoute;
 use crate::settings::Settings;
 
 /// A prefix and the service behind it.
@@ -28,6 +29,7 @@ pub(crate) struct Route {
     pub try_timeout: Duration,
     pub balancer: Balancer,
     pub bulkhead: Arc<Bulkhead>,
+    pub cache: CacheRoute,
 }
 
 impl Route {
@@ -69,6 +71,21 @@ impl Upstreams {
             instances = urls.len(),
             "upstream instances updated"
         );
+        Ok(())
+    }
+
+    /// Give the instances of `service` the weights in `weights` (base URL
+    /// to weight; unlisted instances weigh 1, 0 drains one).
+    pub fn set_weights(
+        &self,
+        service: &str,
+        weights: &BTreeMap<String, u32>,
+    ) -> anyhow::Result<()> {
+        let balancer = self
+            .services
+            .get(service)
+            .with_context(|| format!("no route goes to service `{service}`"))?;
+        balancer.set_weights(weights.iter().map(|(url, weight)| (url.as_str(), *weight)));
         Ok(())
     }
 
@@ -139,9 +156,11 @@ impl RouteTable {
                 let try_timeout =
                     Duration::from_millis(r.try_timeout_ms.unwrap_or(settings.try_timeout_ms))
                         .min(timeout);
+                let service_name: Arc<str> = r.service.as_str().into();
                 Ok(Route {
                     prefix: prefix.into(),
-                    service: r.service.as_str().into(),
+                    cache: CacheRoute::new(&service_name, r.cache),
+                    service: service_name,
                     timeout,
                     try_timeout,
                     balancer: service.balancer.clone(),

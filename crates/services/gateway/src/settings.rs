@@ -35,6 +35,45 @@ pub struct RouteSettings {
     /// gateway's `try_timeout_ms` when absent, never more than the timeout.
     #[serde(default)]
     pub try_timeout_ms: Option<u64>,
+    /// Whether the gateway's response cache may serve this route: `false`
+    /// opts out; `true` (the default) caches only what the service marks
+    /// shared-cacheable (see [`CacheSettings`]).
+    #[serde(default = "enabled")]
+    pub cache: bool,
+}
+
+fn enabled() -> bool {
+    true
+}
+
+/// The response cache shared by all gateway instances (in Redis when
+/// `redis_url` is set, else in this process; in this process too while Redis
+/// is down). It keeps 200 answers to anonymous GETs that the service marks
+/// `public` with a `max-age` (or gives an `s-maxage`), for that long.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CacheSettings {
+    /// `false` turns the cache off for every route.
+    pub enabled: bool,
+    /// Responses with a larger (or no) `Content-Length` stream through
+    /// uncached.
+    pub max_body_bytes: usize,
+    /// An upper bound on any entry's lifetime, whatever the service says.
+    pub max_ttl_secs: u64,
+    /// Bytes (keys and entries) the in-process cache holds at most (no
+    /// Redis, or Redis down); the least used entries go first.
+    pub memory_max_bytes: u64,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_body_bytes: 256 * 1024,
+            max_ttl_secs: 300,
+            memory_max_bytes: 64 * 1024 * 1024,
+        }
+    }
 }
 
 impl RouteSettings {
@@ -45,6 +84,7 @@ impl RouteSettings {
             upstreams: Vec::new(),
             timeout_ms: None,
             try_timeout_ms: None,
+            cache: true,
         }
     }
 }
@@ -74,6 +114,8 @@ pub struct Settings {
     /// Namespace of the gateway's Redis keys, for several deployments
     /// sharing one Redis.
     pub redis_key_prefix: String,
+    /// The shared response cache.
+    pub cache: CacheSettings,
     /// What may change without a restart; replaced as a whole by the
     /// content of `live_config_file` or `live_config_nats` when set.
     pub live: LiveSettings,
@@ -123,6 +165,7 @@ impl Default for Settings {
             }),
             redis_url: None,
             redis_key_prefix: "zocalo:gateway:".into(),
+            cache: CacheSettings::default(),
             live: LiveSettings::default(),
             live_config_file: None,
             live_config_nats: None,
@@ -224,7 +267,15 @@ pub struct LiveSettings {
     /// An `EnvFilter` directive (`info`, `warn,zocalo_gateway=debug`); when
     /// absent the filter the process started with applies.
     pub log_level: Option<String>,
+    /// Per service, the weight of instances by base URL
+    /// (`[route_weights.reviews] "http://10.0.0.7:8080" = 3`): the share of
+    /// new requests each gets relative to the others; unlisted instances
+    /// weigh 1, and 0 drains one (canaries, planned shutdowns).
+    pub route_weights: BTreeMap<String, BTreeMap<String, u32>>,
 }
+
+/// A weight beyond which a typo is more likely than intent.
+pub const MAX_ROUTE_WEIGHT: u32 = 10_000;
 
 impl LiveSettings {
     /// Whether feature `name` is on; unknown flags are off.
@@ -244,8 +295,27 @@ impl Validate for LiveSettings {
         if self.feature_flags.keys().any(|name| name.trim().is_empty()) {
             return Err("feature flag names must not be empty".into());
         }
-        Ok(())
+        validate_route_weights(&self.route_weights)
     }
+}
+
+fn validate_route_weights(weights: &BTreeMap<String, BTreeMap<String, u32>>) -> Result<(), String> {
+    for (service, instances) in weights {
+        for (url, weight) in instances {
+            let base = url.strip_prefix("http://").unwrap_or_default();
+            if base.is_empty() || base.trim_end_matches('/').contains(['/', '?']) {
+                return Err(format!(
+                    "route_weights.{service}: `{url}` is not an instance base URL (http://host:port)"
+                ));
+            }
+            if *weight > MAX_ROUTE_WEIGHT {
+                return Err(format!(
+                    "route_weights.{service}.\"{url}\": {weight} is over {MAX_ROUTE_WEIGHT}"
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -368,6 +438,13 @@ timeout_ms = 5000
         assert_eq!(settings.max_header_bytes, 16 * 1024);
     }
 
+    /// `text` parsed and validated as the live file would be.
+    fn toml_live(text: &str) -> Result<LiveSettings, String> {
+        let live = zocalo_config::live::Live::new(LiveSettings::default());
+        live.apply_toml(text, "test").map_err(|e| e.to_string())?;
+        Ok((*live.get()).clone())
+    }
+
     #[test]
     fn live_settings_override_the_static_limit_and_are_validated() {
         let settings = Settings::default();
@@ -403,6 +480,19 @@ timeout_ms = 5000
             ..LiveSettings::default()
         };
         assert!(bad_limit.validate().is_err());
+        let weights = toml_live(
+            "[route_weights.reviews]\n\"http://10.0.0.1:8080\" = 3\n\"http://10.0.0.2:8080/\" = 0\n",
+        );
+        let weights = weights.unwrap();
+        assert_eq!(weights.route_weights["reviews"]["http://10.0.0.1:8080"], 3);
+        for bad in [
+            "[route_weights.reviews]\n\"10.0.0.1:8080\" = 1\n",
+            "[route_weights.reviews]\n\"http://10.0.0.1:8080/api\" = 1\n",
+            "[route_weights.reviews]\n\"http://10.0.0.1:8080\" = 10001\n",
+        ] {
+            assert!(toml_live(bad).is_err(), "{bad}");
+        }
+
         let mut flags = LiveSettings::default();
         flags.feature_flags.insert("beta".into(), true);
         assert!(flags.flag("beta") && !flags.flag("other"));

@@ -4,6 +4,7 @@
 //! discovery replaces it. A pick costs a clock read only when some breaker
 //! is not closed, a scan of the (small) set, and two atomic increments.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,7 +15,7 @@ use tokio::time::Instant;
 
 use super::breaker::{BreakerState, FailureOutcome};
 use super::budget::RetryBudget;
-use super::endpoint::{Endpoint, EndpointId, InvalidEndpoint};
+use super::endpoint::{DEFAULT_WEIGHT, Endpoint, EndpointId, InvalidEndpoint};
 use super::{BreakerSettings, RetrySettings, Strategy};
 
 type EndpointSet = Vec<Arc<Endpoint>>;
@@ -32,6 +33,10 @@ struct Shared {
     strategy: Strategy,
     breaker: BreakerSettings,
     endpoints: ArcSwap<EndpointSet>,
+    /// Weights by base URL (without a trailing `/`); URLs not listed weigh
+    /// [`DEFAULT_WEIGHT`]. Kept apart from the set so that an endpoint that
+    /// joins later gets its weight too.
+    weights: ArcSwap<HashMap<String, u32>>,
     /// Ejection decisions look at the whole set; serialising them keeps the
     /// cap exact. Taken on failures that trip a breaker, never per request.
     ejections: Mutex<()>,
@@ -53,6 +58,7 @@ impl Balancer {
                 strategy,
                 breaker,
                 endpoints: ArcSwap::from_pointee(Vec::new()),
+                weights: ArcSwap::from_pointee(HashMap::new()),
                 ejections: Mutex::new(()),
                 next: AtomicUsize::new(0),
                 start: Instant::now(),
@@ -83,7 +89,35 @@ impl Balancer {
             next.push(endpoint);
         }
         self.shared.endpoints.store(Arc::new(next));
+        // Read the weights after the set is in place: a concurrent
+        // `set_weights` then either sees the new set or is seen here.
+        self.apply_weights();
         Ok(())
+    }
+
+    /// Give the endpoints listed in `weights` (base URLs) their weight and
+    /// every other one [`DEFAULT_WEIGHT`]. A weight is a share of new
+    /// requests relative to the others (3 and 1: three quarters and one
+    /// quarter); 0 drains an endpoint: it gets no new requests while any
+    /// endpoint with a weight can take them.
+    pub fn set_weights<'a>(&self, weights: impl IntoIterator<Item = (&'a str, u32)>) {
+        let weights = weights
+            .into_iter()
+            .map(|(url, weight)| (url.trim_end_matches('/').to_owned(), weight))
+            .collect();
+        self.shared.weights.store(Arc::new(weights));
+        self.apply_weights();
+    }
+
+    fn apply_weights(&self) {
+        let weights = self.shared.weights.load();
+        for endpoint in self.shared.endpoints.load().iter() {
+            let weight = weights
+                .get(endpoint.url())
+                .copied()
+                .unwrap_or(DEFAULT_WEIGHT);
+            endpoint.set_weight(weight);
+        }
     }
 
     /// The current set.
@@ -113,10 +147,14 @@ impl Balancer {
         if let Some(trial) = self.trial(&endpoints, avoid) {
             return Some(trial);
         }
-        let usable = |e: &Arc<Endpoint>| e.breaker.is_closed() && !avoid.contains(&e.id());
+        let weighted = |e: &Arc<Endpoint>| e.breaker.is_closed() && e.weight() > 0;
         let chosen = self
-            .choose(&endpoints, usable)
-            .or_else(|| self.choose(&endpoints, |e| e.breaker.is_closed()))?;
+            .choose(&endpoints, own_weight, |e| {
+                weighted(e) && !avoid.contains(&e.id())
+            })
+            .or_else(|| self.choose(&endpoints, own_weight, weighted))
+            // Everything left is drained: serving beats refusing.
+            .or_else(|| self.choose(&endpoints, equal_weight, |e| e.breaker.is_closed()))?;
         Some(Pick::new(chosen.clone(), self.shared.clone(), false))
     }
 
@@ -139,7 +177,11 @@ impl Balancer {
     fn trial(&self, endpoints: &[Arc<Endpoint>], avoid: &[EndpointId]) -> Option<Pick> {
         let mut now = None;
         for endpoint in endpoints {
-            if endpoint.breaker.is_closed() || avoid.contains(&endpoint.id()) {
+            // A drained endpoint is not probed: it is to get no requests.
+            if endpoint.breaker.is_closed()
+                || avoid.contains(&endpoint.id())
+                || endpoint.weight() == 0
+            {
                 continue;
             }
             let now = *now.get_or_insert_with(|| self.shared.now_ms());
@@ -157,51 +199,107 @@ impl Balancer {
     fn choose<'a>(
         &self,
         endpoints: &'a [Arc<Endpoint>],
+        weigh: Weigh,
         usable: impl Fn(&Arc<Endpoint>) -> bool,
     ) -> Option<&'a Arc<Endpoint>> {
         match self.shared.strategy {
-            Strategy::PowerOfTwoChoices => power_of_two_choices(endpoints, usable),
+            Strategy::PowerOfTwoChoices => power_of_two_choices(endpoints, weigh, usable),
             Strategy::RoundRobin => {
                 let start = self.shared.next.fetch_add(1, Ordering::Relaxed);
-                round_robin(endpoints, start, usable)
+                round_robin(endpoints, start, weigh, usable)
             }
         }
     }
 }
 
-/// Two usable endpoints at random, the less loaded of them; no allocation
-/// (the set is scanned to count and to find the two).
+/// How much an endpoint counts in a choice.
+type Weigh = fn(&Endpoint) -> u64;
+
+fn own_weight(endpoint: &Endpoint) -> u64 {
+    u64::from(endpoint.weight())
+}
+
+fn equal_weight(_: &Endpoint) -> u64 {
+    1
+}
+
+/// Two distinct usable endpoints drawn with probability proportional to
+/// their weight, the one with fewer requests in flight per unit of weight;
+/// no allocation (the set is scanned to sum and to find the two). With
+/// nothing in flight the first drawn wins, so idle traffic splits by weight
+/// too.
 fn power_of_two_choices(
     endpoints: &[Arc<Endpoint>],
+    weigh: Weigh,
     usable: impl Fn(&Arc<Endpoint>) -> bool,
 ) -> Option<&Arc<Endpoint>> {
-    let count = endpoints.iter().filter(|e| usable(e)).count();
-    let nth = |n| endpoints.iter().filter(|e| usable(e)).nth(n);
-    match count {
-        0 => None,
-        1 => nth(0),
-        _ => {
-            let mut rng = rand::thread_rng();
-            let first = rng.gen_range(0..count);
-            let mut second = rng.gen_range(0..count - 1);
-            if second >= first {
-                second += 1;
-            }
-            let (a, b) = (nth(first)?, nth(second)?);
-            Some(if b.in_flight() < a.in_flight() { b } else { a })
-        }
+    let (count, total) = endpoints
+        .iter()
+        .filter(|e| usable(e))
+        .fold((0usize, 0u64), |(count, total), e| {
+            (count + 1, total + weigh(e))
+        });
+    if count == 0 || total == 0 {
+        return None;
     }
+    let mut rng = rand::thread_rng();
+    let a = by_weight(endpoints, weigh, &usable, rng.gen_range(0..total), None)?;
+    let rest = total - weigh(a);
+    if count == 1 || rest == 0 {
+        return Some(a);
+    }
+    let b = by_weight(
+        endpoints,
+        weigh,
+        &usable,
+        rng.gen_range(0..rest),
+        Some(a.id()),
+    )?;
+    // a.in_flight / a.weight > b.in_flight / b.weight, without division.
+    let load = |e: &Endpoint, other: &Endpoint| e.in_flight() as u128 * u128::from(weigh(other));
+    Some(if load(b, a) < load(a, b) { b } else { a })
 }
 
+/// The usable endpoint (other than `skip`) whose share of the weight line
+/// holds `point`.
+fn by_weight(
+    endpoints: &[Arc<Endpoint>],
+    weigh: Weigh,
+    usable: impl Fn(&Arc<Endpoint>) -> bool,
+    mut point: u64,
+    skip: Option<EndpointId>,
+) -> Option<&Arc<Endpoint>> {
+    for endpoint in endpoints
+        .iter()
+        .filter(|e| usable(e) && Some(e.id()) != skip)
+    {
+        let weight = weigh(endpoint);
+        if point < weight {
+            return Some(endpoint);
+        }
+        point -= weight;
+    }
+    None
+}
+
+/// Weighted round robin: turn `start` of every `total weight` turns lands
+/// on the endpoint owning that slot, so each gets its weight's share of
+/// each cycle (in runs, not interleaved: no lock, one counter).
 fn round_robin(
     endpoints: &[Arc<Endpoint>],
     start: usize,
+    weigh: Weigh,
     usable: impl Fn(&Arc<Endpoint>) -> bool,
 ) -> Option<&Arc<Endpoint>> {
-    let len = endpoints.len();
-    (0..len)
-        .map(|offset| &endpoints[(start.wrapping_add(offset)) % len])
-        .find(|e| usable(e))
+    let total: u64 = endpoints
+        .iter()
+        .filter(|e| usable(e))
+        .map(|e| weigh(e))
+        .sum();
+    if total == 0 {
+        return None;
+    }
+    by_weight(endpoints, weigh, usable, start as u64 % total, None)
 }
 
 impl Shared {
@@ -510,6 +608,96 @@ mod tests {
         assert!(balancer.is_empty());
         assert!(balancer.pick(&[]).is_none());
         drop(in_flight);
+    }
+
+    fn weighted(strategy: Strategy, weights: &[u32]) -> Balancer {
+        let balancer = balancer(strategy, weights.len());
+        let all = urls(weights.len());
+        balancer.set_weights(all.iter().map(String::as_str).zip(weights.iter().copied()));
+        balancer
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn weights_split_traffic_in_proportion() {
+        for strategy in [Strategy::PowerOfTwoChoices, Strategy::RoundRobin] {
+            let balancer = weighted(strategy, &[3, 1]);
+            let seen = picked_urls(&balancer, 4000);
+            let heavy = seen["http://10.0.0.1:80"] as f64;
+            let light = seen["http://10.0.0.2:80"] as f64;
+            let ratio = heavy / light;
+            assert!((2.3..3.9).contains(&ratio), "{strategy:?}: {seen:?}");
+        }
+        let round_robin = weighted(Strategy::RoundRobin, &[3, 1]);
+        let seen = picked_urls(&round_robin, 8);
+        assert_eq!(seen["http://10.0.0.1:80"], 6, "exact per cycle");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn p2c_compares_load_per_unit_of_weight() {
+        let balancer = weighted(Strategy::PowerOfTwoChoices, &[4, 1]);
+        // Three in flight on a weight of 4 is less load than one on 1.
+        let _busy: Vec<Pick> = (0..3)
+            .map(|_| {
+                Pick::new(
+                    find(&balancer, "http://10.0.0.1:80"),
+                    balancer.shared.clone(),
+                    false,
+                )
+            })
+            .chain(std::iter::once(Pick::new(
+                find(&balancer, "http://10.0.0.2:80"),
+                balancer.shared.clone(),
+                false,
+            )))
+            .collect();
+        for _ in 0..20 {
+            let pick = balancer.pick(&[]).unwrap();
+            assert_eq!(pick.endpoint().url(), "http://10.0.0.1:80");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn weight_zero_drains_unless_nothing_else_is_left() {
+        for strategy in [Strategy::PowerOfTwoChoices, Strategy::RoundRobin] {
+            let balancer = weighted(strategy, &[1, 0, 1]);
+            let seen = picked_urls(&balancer, 200);
+            assert!(!seen.contains_key("http://10.0.0.2:80"), "{seen:?}");
+
+            let first = balancer.pick(&[]).unwrap();
+            let retry = balancer.pick(&[first.id()]).unwrap();
+            assert_ne!(
+                retry.endpoint().url(),
+                "http://10.0.0.2:80",
+                "not even for a retry"
+            );
+
+            balancer.set_weights([("http://10.0.0.1:80/", 0), ("http://10.0.0.3:80", 0)]);
+            assert_eq!(
+                find(&balancer, "http://10.0.0.2:80").weight(),
+                1,
+                "unlisted: default"
+            );
+            let seen = picked_urls(&balancer, 50);
+            assert_eq!(seen.keys().collect::<Vec<_>>(), ["http://10.0.0.2:80"]);
+
+            balancer.set_weights([
+                ("http://10.0.0.1:80", 0),
+                ("http://10.0.0.2:80", 0),
+                ("http://10.0.0.3:80", 0),
+            ]);
+            assert!(balancer.pick(&[]).is_some(), "all drained: still served");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn endpoints_that_join_later_get_their_weight() {
+        let balancer = balancer(Strategy::RoundRobin, 1);
+        balancer.set_weights([("http://10.0.0.9:80", 0)]);
+        balancer
+            .set_endpoints(&["http://10.0.0.1:80".into(), "http://10.0.0.9:80".into()])
+            .unwrap();
+        assert_eq!(find(&balancer, "http://10.0.0.9:80").weight(), 0);
+        assert!(!picked_urls(&balancer, 20).contains_key("http://10.0.0.9:80"));
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,13 +1,16 @@
 //! One instance of a service: its address, parsed once into what a request
 //! needs, and its live state (requests in flight, breaker).
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use http::HeaderValue;
 use http::uri::{Authority, Scheme, Uri};
 use metrics::{Counter, Gauge};
 
 use super::breaker::{Breaker, BreakerState};
+
+/// The weight of an endpoint no one gave a weight.
+pub const DEFAULT_WEIGHT: u32 = 1;
 
 /// Identifies an endpoint for as long as it stays in its balancer's set
 /// (a URL removed and added again is a new endpoint).
@@ -37,6 +40,10 @@ pub struct Endpoint {
     /// The `Host` header for this endpoint: its own authority.
     host: HeaderValue,
     pub(crate) in_flight: AtomicUsize,
+    /// Share of new requests relative to the other endpoints (default 1);
+    /// 0 drains the endpoint: it gets new requests only when no endpoint
+    /// with a weight can take them.
+    weight: AtomicU32,
     pub(crate) breaker: Breaker,
     pub(crate) metrics: EndpointMetrics,
 }
@@ -70,6 +77,7 @@ impl Endpoint {
             authority,
             host,
             in_flight: AtomicUsize::new(0),
+            weight: AtomicU32::new(DEFAULT_WEIGHT),
             breaker: Breaker::default(),
         })
     }
@@ -99,6 +107,17 @@ impl Endpoint {
         self.in_flight.load(Ordering::Relaxed)
     }
 
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_weight(&self, weight: u32) {
+        if self.weight.swap(weight, Ordering::Relaxed) != weight {
+            self.metrics.weight.set(f64::from(weight));
+            tracing::info!(endpoint = %self.url, weight, "endpoint weight changed");
+        }
+    }
+
     pub fn breaker_state(&self) -> BreakerState {
         self.breaker.state()
     }
@@ -126,6 +145,7 @@ pub(crate) struct EndpointMetrics {
     pub in_flight: Gauge,
     pub breaker_state: Gauge,
     pub ejections: Counter,
+    pub weight: Gauge,
 }
 
 impl EndpointMetrics {
@@ -137,10 +157,13 @@ impl EndpointMetrics {
         ];
         let breaker_state = metrics::gauge!("upstream_breaker_state", &labels);
         breaker_state.set(0.0);
+        let weight = metrics::gauge!("upstream_weight", &labels);
+        weight.set(f64::from(DEFAULT_WEIGHT));
         Self {
             in_flight: metrics::gauge!("upstream_requests_in_flight", &labels),
             breaker_state,
             ejections: metrics::counter!("upstream_ejections_total", &labels),
+            weight,
         }
     }
 }

@@ -8,7 +8,13 @@
 //! means the request was cancelled and counts for nothing.
 //!
 //! - Choice: power of two random choices on in-flight requests (or round
-//!   robin), among the endpoints whose breaker is closed.
+//!   robin), among the endpoints whose breaker is closed, weighted: each
+//!   endpoint has a weight (default 1, set by URL with
+//!   [`Balancer::set_weights`]); P2C draws its two candidates in proportion
+//!   to weight and compares in-flight requests per unit of weight, round
+//!   robin gives each its weight's share of turns; weight 0 drains an
+//!   endpoint (no new requests while another can take them) for canaries
+//!   and planned shutdowns.
 //! - Outlier ejection *is* the per-endpoint breaker: after
 //!   `consecutive_failures` failures an endpoint is opened (ejected) for
 //!   `open_ms`, doubling on every failed probe up to `max_open_ms`; then one
@@ -31,7 +37,7 @@ use serde::{Deserialize, Serialize};
 pub use balancer::{Balancer, Pick};
 pub use breaker::BreakerState;
 pub use budget::RetryBudget;
-pub use endpoint::{Endpoint, EndpointId, InvalidEndpoint};
+pub use endpoint::{DEFAULT_WEIGHT, Endpoint, EndpointId, InvalidEndpoint};
 
 /// Metric handles are registered once, when an endpoint or budget is
 /// created, and a handle taken before the recorder exists stays a no-op

@@ -4,6 +4,7 @@
 mod admin;
 mod auth;
 mod balancing;
+mod cache;
 mod failures;
 mod headers;
 mod limits;
@@ -12,3 +13,4 @@ mod request_id;
 mod routing;
 mod streaming;
 mod support;
+mod weights;

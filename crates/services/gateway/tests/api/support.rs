@@ -21,7 +21,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use zocalo_gateway::{Application, Settings, Upstreams};
+use zocalo_config::live::Live;
+use zocalo_gateway::{Application, LiveSettings, Settings, Upstreams};
 use zocalo_testkit::{AUDIENCE, Client, ISSUER, TestTokens};
 
 /// Size of one chunk of `/api/content/big`, and how many there are.
@@ -212,6 +213,8 @@ pub struct TestGateway {
     pub port: u16,
     /// Changes the instances of a service while the gateway runs.
     pub upstreams: Upstreams,
+    /// The live settings in force.
+    pub live: Arc<Live<LiveSettings>>,
     stop: CancellationToken,
     server: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -237,12 +240,14 @@ pub async fn spawn_gateway(settings: Settings) -> TestGateway {
     let app = Application::build(settings).await.expect("gateway builds");
     let port = app.port();
     let upstreams = app.upstreams();
+    let live = app.live();
     let stop = CancellationToken::new();
     let server = tokio::spawn(app.run_until_stopped(stop.clone()));
     TestGateway {
         client: Client::new(format!("http://127.0.0.1:{port}")),
         port,
         upstreams,
+        live,
         stop,
         server: Some(server),
     }
@@ -276,6 +281,25 @@ pub fn raw_status(response: &str) -> u16 {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"))
+}
+
+/// The sum of the series of `metric` whose labels contain `label`, as the
+/// gateway reports them.
+pub async fn metric(gateway: &TestGateway, metric: &str, label: &str) -> f64 {
+    let text = gateway
+        .client
+        .get("/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let prefix = format!("{metric}{{");
+    text.lines()
+        .filter(|l| l.starts_with(&prefix) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 pub fn header<'a>(response: &'a reqwest::Response, name: &str) -> Option<&'a str> {
