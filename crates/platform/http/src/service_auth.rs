@@ -64,8 +64,7 @@ impl ServiceAuth {
                 {
                     return Ok(token.clone());
                 }
-                let response: TokenResponse = http
-                    .post(token_url)
+                let response: TokenResponse = crate::traced(http.post(token_url))
                     .form(&[
                         ("grant_type", "client_credentials"),
                         ("client_id", client_id),

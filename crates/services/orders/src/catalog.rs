@@ -72,8 +72,7 @@ impl CatalogClient {
 
     async fn post(&self, path: &str, body: serde_json::Value) -> Result<reqwest::Response, String> {
         let token = self.auth.bearer().await.map_err(|p| p.to_string())?;
-        self.http
-            .post(format!("{}{path}", self.base))
+        zocalo_http::traced(self.http.post(format!("{}{path}", self.base)))
             .bearer_auth(token)
             .json(&body)
             .send()
