@@ -298,3 +298,152 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::{LogFormat, log_dispatch};
+
+    const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    const CALLER_SPAN: &str = "00f067aa0ba902b7";
+
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Lines {
+        type Writer = Self;
+        fn make_writer(&'a self) -> Self {
+            self.clone()
+        }
+    }
+
+    impl Lines {
+        fn parsed(&self) -> Vec<serde_json::Value> {
+            String::from_utf8(self.0.lock().unwrap().clone())
+                .unwrap()
+                .lines()
+                .map(|line| serde_json::from_str(line).unwrap())
+                .collect()
+        }
+    }
+
+    fn caller_headers() -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            TRACEPARENT,
+            format!("00-{TRACE_ID}-{CALLER_SPAN}-01").parse().unwrap(),
+        );
+        headers
+    }
+
+    #[test]
+    fn lines_inside_a_continued_trace_carry_its_id_even_in_library_spans() {
+        let lines = Lines::default();
+        let dispatch = log_dispatch(LogFormat::Json, "info", lines.clone());
+        tracing::dispatcher::with_default(&dispatch, || {
+            let span = tracing::info_span!("request");
+            set_parent_from_headers(&span, &caller_headers());
+            let _request = span.enter();
+            tracing::info!("in the request");
+            // A span of a crate we do not trace: the line still names the
+            // request's trace.
+            let library = tracing::info_span!(target: "hyper", "library");
+            let _library = library.enter();
+            tracing::warn!("in a library span");
+        });
+        tracing::dispatcher::with_default(&dispatch, || tracing::info!("outside"));
+
+        let lines = lines.parsed();
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        for line in &lines[..2] {
+            assert_eq!(line["trace_id"], TRACE_ID, "{line}");
+            let span_id = line["span_id"].as_str().unwrap();
+            assert_eq!(span_id.len(), 16);
+            assert_ne!(span_id, CALLER_SPAN, "our span is a child of the caller's");
+        }
+        assert_eq!(lines[0]["message"], "in the request");
+        assert_eq!(lines[0]["span"]["name"], "request");
+        assert!(lines[2].get("trace_id").is_none(), "{}", lines[2]);
+    }
+
+    #[test]
+    fn a_quiet_log_level_still_traces_and_names_the_trace_on_warnings() {
+        let lines = Lines::default();
+        let dispatch = log_dispatch(LogFormat::Json, "warn", lines.clone());
+        let forwarded = tracing::dispatcher::with_default(&dispatch, || {
+            let span = tracing::info_span!("request");
+            set_parent_from_headers(&span, &caller_headers());
+            let _request = span.enter();
+            tracing::info!("filtered out");
+            tracing::warn!("kept");
+            let mut outgoing = HeaderMap::new();
+            inject_current(&mut outgoing);
+            (outgoing, current_traceparent(), current_trace_id())
+        });
+        let lines = lines.parsed();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(lines[0]["trace_id"], TRACE_ID);
+
+        let (outgoing, traceparent, trace_id) = forwarded;
+        let header = outgoing[TRACEPARENT].to_str().unwrap();
+        assert_eq!(Some(header), traceparent.as_deref());
+        assert_eq!(trace_id.as_deref(), Some(TRACE_ID));
+        let parts: Vec<&str> = header.split('-').collect();
+        assert_eq!(parts[1], TRACE_ID, "{header}");
+        assert_ne!(parts[2], CALLER_SPAN, "the callee's parent is our span");
+        assert_eq!(parts[2], lines[0]["span_id"], "and the one the logs name");
+    }
+
+    #[test]
+    fn without_a_caller_trace_a_new_one_starts_and_a_job_continues_it() {
+        let lines = Lines::default();
+        let dispatch = log_dispatch(LogFormat::Json, "info", lines.clone());
+        tracing::dispatcher::with_default(&dispatch, || {
+            let traceparent = {
+                let span = tracing::info_span!("request");
+                set_parent_from_headers(&span, &HeaderMap::new());
+                let _entered = span.enter();
+                tracing::info!("enqueueing");
+                current_traceparent().expect("a fresh trace")
+            };
+            let job = tracing::info_span!("job");
+            set_parent_from_traceparent(&job, &traceparent);
+            job.in_scope(|| tracing::info!("handling"));
+            let garbage = tracing::info_span!("job");
+            set_parent_from_traceparent(&garbage, "00-not-a-trace");
+            garbage.in_scope(|| tracing::info!("handling garbage"));
+        });
+        let lines = lines.parsed();
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        let trace = lines[0]["trace_id"].as_str().unwrap();
+        assert_eq!(trace.len(), 32);
+        assert_eq!(lines[1]["trace_id"], trace, "the job joins the trace");
+        assert_ne!(lines[1]["span_id"], lines[0]["span_id"]);
+        assert_ne!(lines[2]["trace_id"], trace, "a bad traceparent starts anew");
+    }
+
+    #[test]
+    fn outside_any_span_there_is_nothing_to_propagate() {
+        let dispatch = log_dispatch(LogFormat::Json, "info", Lines::default());
+        tracing::dispatcher::with_default(&dispatch, || {
+            assert_eq!(current_traceparent(), None);
+            assert_eq!(current_trace_id(), None);
+            let mut headers = HeaderMap::new();
+            inject_current(&mut headers);
+            assert!(!headers.contains_key(TRACEPARENT));
+        });
+    }
+}

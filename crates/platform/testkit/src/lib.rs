@@ -8,8 +8,10 @@
 //! - [`TestTokens`] mints access tokens for a service under test, so a
 //!   service's suite needs no auth service;
 //! - [`Client`] is a reqwest client with the base URL of the app under test;
-//! - [`redis`] names the test Redis and runs throwaway `redis-server`s.
+//! - [`redis`] names the test Redis and runs throwaway `redis-server`s;
+//! - [`logs`] captures the JSON log lines an app writes.
 
+pub mod logs;
 pub mod redis;
 
 use std::sync::Arc;
