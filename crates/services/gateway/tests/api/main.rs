@@ -12,3 +12,4 @@ mod request_id;
 mod routing;
 mod streaming;
 mod support;
+mod trace_context;
