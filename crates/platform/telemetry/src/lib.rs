@@ -105,7 +105,7 @@ where
 type Traced = Layered<Box<dyn Layer<Registry> + Send + Sync>, Registry>;
 type Logged = Layered<Box<dyn Layer<Traced> + Send + Sync>, Traced>;
 
-/// Registry + OpenTelemetry layer (our spans only, whatever the log level) +
+/// Registry + OpenTelemetry layer (info spans, whatever the log level) +
 /// the formatter behind a reloadable filter.
 fn build_subscriber<W>(
     format: LogFormat,
@@ -115,9 +115,9 @@ fn build_subscriber<W>(
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    let traced_spans = filter_fn(|meta| {
-        meta.is_span() && meta.target().starts_with("zocalo") && *meta.level() <= Level::INFO
-    });
+    // Spans at info and above are ours (requests, jobs, events); libraries
+    // keep theirs at debug or trace, so they cost nothing here.
+    let traced_spans = filter_fn(|meta| meta.is_span() && *meta.level() <= Level::INFO);
     let otel: Box<dyn Layer<Registry> + Send + Sync> = tracing_opentelemetry::layer()
         .with_tracer(trace::tracer())
         .with_location(false)

@@ -352,15 +352,15 @@ mod tests {
     #[test]
     fn lines_inside_a_continued_trace_carry_its_id_even_in_library_spans() {
         let lines = Lines::default();
-        let dispatch = log_dispatch(LogFormat::Json, "info", lines.clone());
+        let dispatch = log_dispatch(LogFormat::Json, "info,hyper=debug", lines.clone());
         tracing::dispatcher::with_default(&dispatch, || {
             let span = tracing::info_span!("request");
             set_parent_from_headers(&span, &caller_headers());
             let _request = span.enter();
             tracing::info!("in the request");
-            // A span of a crate we do not trace: the line still names the
+            // A span we do not trace (below info): the line still names the
             // request's trace.
-            let library = tracing::info_span!(target: "hyper", "library");
+            let library = tracing::debug_span!(target: "hyper", "library");
             let _library = library.enter();
             tracing::warn!("in a library span");
         });
@@ -376,6 +376,11 @@ mod tests {
         }
         assert_eq!(lines[0]["message"], "in the request");
         assert_eq!(lines[0]["span"]["name"], "request");
+        assert_eq!(lines[1]["span"]["name"], "library");
+        assert_eq!(
+            lines[1]["span_id"], lines[0]["span_id"],
+            "the traced ancestor's"
+        );
         assert!(lines[2].get("trace_id").is_none(), "{}", lines[2]);
     }
 
