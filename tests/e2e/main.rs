@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 mod discovery;
 mod distributed;
+mod otlp;
 
 const ADMIN_EMAIL: &str = "root@example.com";
 const ADMIN_PASSWORD: &str = "root-password-1";
