@@ -136,6 +136,8 @@ async fn a_requests_spans_reach_the_otlp_collector_in_the_clients_trace() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
+    // The spans end once the response has been sent in full.
+    response.bytes().await.unwrap();
 
     let status = stack.stop();
     assert!(status.success(), "zocalo stopped cleanly: {status}");
@@ -149,7 +151,11 @@ async fn a_requests_spans_reach_the_otlp_collector_in_the_clients_trace() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert!(spans.len() >= 2, "gateway and service spans: {spans:?}");
+    assert!(
+        spans.len() >= 2,
+        "gateway and service spans: {spans:?}; all received: {:?}",
+        collector.spans.lock().unwrap()
+    );
     assert!(spans.iter().all(|s| s.service == "zocalo-e2e"), "{spans:?}");
     assert!(spans.iter().all(|s| s.name == "request"), "{spans:?}");
     let gateway = spans
