@@ -1,6 +1,7 @@
 //! Traces leave the process over OTLP/HTTP: a collector on loopback
 //! receives the spans of a request made through the gateway, all in the
-//! client's trace, the service's span a child of the gateway's.
+//! client's trace, the service's span a child of the gateway's; an order's
+//! saga (outbox, jobs, calls to catalog) stays in the trace that placed it.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,6 +25,8 @@ const CLIENT_SPAN: &str = "051581bf3cb55c13";
 struct Received {
     service: String,
     name: String,
+    /// The `service` field of a request span (which service served it).
+    served_by: Option<String>,
     trace_id: String,
     span_id: String,
     parent: String,
@@ -90,15 +93,18 @@ async fn export(
             .iter()
             .flat_map(|r| &r.attributes)
             .find(|kv| kv.key == "service.name")
-            .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
-                AnyValue::StringValue(name) => Some(name.clone()),
-                _ => None,
-            })
+            .and_then(|kv| string(kv.value.as_ref()?))
             .unwrap_or_default();
         for span in resource_spans.scope_spans.into_iter().flat_map(|s| s.spans) {
+            let served_by = span
+                .attributes
+                .iter()
+                .find(|kv| kv.key == "service")
+                .and_then(|kv| string(kv.value.as_ref()?));
             received.push(Received {
                 service: service.clone(),
                 name: span.name,
+                served_by,
                 trace_id: hex(&span.trace_id),
                 span_id: hex(&span.span_id),
                 parent: hex(&span.parent_span_id),
@@ -107,6 +113,13 @@ async fn export(
     }
     // An empty ExportTraceServiceResponse: everything accepted.
     (StatusCode::OK, protobuf, Vec::new())
+}
+
+fn string(value: &opentelemetry_proto::tonic::common::v1::AnyValue) -> Option<String> {
+    match value.value.as_ref()? {
+        AnyValue::StringValue(text) => Some(text.clone()),
+        _ => None,
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -166,4 +179,95 @@ async fn a_requests_spans_reach_the_otlp_collector_in_the_clients_trace() {
         spans.iter().any(|s| s.parent == gateway.span_id),
         "the service's span is a child of the gateway's: {spans:?}"
     );
+}
+
+/// An order placed in a trace is processed in it: the orders request, the
+/// outbox relay, the saga's jobs and the orders → catalog calls all report
+/// spans of the client's trace (exported periodically this time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orders_saga_runs_in_the_trace_of_the_request_that_placed_it() {
+    const ORDER_TRACE: &str = "7c1d1b7e3f0a4c2d9e8f6a5b4c3d2e1f";
+    let collector = Collector::start().await;
+    let data = tempfile_dir::Dir::new();
+    let stack = Stack::start_in(
+        &data.0,
+        free_port(),
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.url.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+        ],
+    );
+    let seller = crate::register_and_login(&stack, "sol@example.com").await;
+    let buyer = crate::register_and_login(&stack, "bruno@example.com").await;
+    let book = crate::list_book(&stack, &seller, 1).await;
+    let placed = stack
+        .http
+        .post(stack.url("/api/orders"))
+        .bearer_auth(crate::access(&buyer))
+        .header("traceparent", format!("00-{ORDER_TRACE}-{CLIENT_SPAN}-01"))
+        .header("idempotency-key", "traced-purchase")
+        .json(&serde_json::json!({
+            "items": [{"book_id": book["id"], "quantity": 1}],
+            "shipping_address": "Corrientes 1234, Buenos Aires",
+            "provider": "dhl",
+            "card": "4242 4242 4242 4242"
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(placed.status(), 202);
+    let order: serde_json::Value = placed.json().await.unwrap();
+    crate::wait_for_status(&stack, &buyer, order["id"].as_str().unwrap(), "delivered").await;
+
+    let served_by = |spans: &[Received], service: &str| {
+        spans
+            .iter()
+            .any(|s| s.name == "request" && s.served_by.as_deref() == Some(service))
+    };
+    // A parent span ends (and is exported) after its children.
+    let orphans = |spans: &[Received]| -> Vec<Received> {
+        spans
+            .iter()
+            .filter(|s| s.parent != CLIENT_SPAN && !spans.iter().any(|p| p.span_id == s.parent))
+            .cloned()
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let spans = loop {
+        let spans = collector.in_trace(ORDER_TRACE);
+        let complete = ["gateway", "orders", "catalog"]
+            .iter()
+            .all(|service| served_by(&spans, service))
+            && spans.iter().any(|s| s.name == "job")
+            && orphans(&spans).is_empty();
+        if complete || Instant::now() > deadline {
+            break spans;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let names: Vec<(&str, Option<&str>)> = spans
+        .iter()
+        .map(|s| (s.name.as_str(), s.served_by.as_deref()))
+        .collect();
+    for service in ["gateway", "orders", "catalog"] {
+        assert!(
+            served_by(&spans, service),
+            "no {service} request span: {names:?}"
+        );
+    }
+    assert!(
+        spans.iter().any(|s| s.name == "job"),
+        "no job span: {names:?}"
+    );
+    assert!(
+        spans.iter().any(|s| s.name == "outbox_relay"),
+        "no relay span: {names:?}"
+    );
+    // Every span but the gateway's has its parent inside the trace.
+    let orphans = orphans(&spans);
+    assert!(
+        orphans.is_empty(),
+        "spans whose parent is missing: {orphans:?}"
+    );
+    assert!(stack.stop().success());
 }
