@@ -357,6 +357,7 @@ async fn an_order_written_before_a_relay_crash_is_still_processed(backend: Backe
         queue: contract::PROCESS_QUEUE.into(),
         payload: serde_json::json!({"order_id": order_id}),
         options: zocalo_bus::JobOptions::default(),
+        traceparent: None,
     };
     orders
         .create_order(new_order, "k", vec![job])
@@ -406,6 +407,7 @@ async fn a_repeated_event_is_counted_once(backend: Backend) {
         kind: contract::ORDER_PAID.into(),
         payload: serde_json::to_value(&paid).unwrap(),
         occurred_at: Utc::now(),
+        traceparent: None,
     };
     let bus = zocalo_bus::connect(&store.orders_settings.bus_url)
         .await

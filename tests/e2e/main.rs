@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 mod discovery;
 mod distributed;
+mod otlp;
 mod service_calls;
 
 const ADMIN_EMAIL: &str = "root@example.com";

@@ -103,6 +103,9 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(run(cli.command, settings));
+    // Outside the runtime: flushing blocks until the last spans are sent.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    zocalo_telemetry::shutdown_tracing();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

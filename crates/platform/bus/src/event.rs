@@ -19,10 +19,16 @@ pub struct Event {
     pub kind: String,
     pub payload: serde_json::Value,
     pub occurred_at: DateTime<Utc>,
+    /// The W3C `traceparent` of the span that created the event; consumers
+    /// handle it in that trace. Carried by the transport (a column, a
+    /// header), not in the serialized event.
+    #[serde(skip)]
+    pub traceparent: Option<String>,
 }
 
 impl Event {
-    /// A new event with a fresh time-ordered id, occurring now.
+    /// A new event with a fresh time-ordered id, occurring now, in the
+    /// current span's trace.
     pub fn new(
         topic: impl Into<String>,
         kind: impl Into<String>,
@@ -34,6 +40,7 @@ impl Event {
             kind: kind.into(),
             payload,
             occurred_at: Utc::now(),
+            traceparent: zocalo_telemetry::trace::current_traceparent(),
         }
     }
 }

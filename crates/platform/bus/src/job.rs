@@ -21,6 +21,11 @@ pub struct Job {
     pub attempt: u32,
     pub max_attempts: u32,
     pub enqueued_at: DateTime<Utc>,
+    /// The W3C `traceparent` of the span that enqueued the job, captured by
+    /// the queue at enqueue time; the worker handles the job in its trace.
+    /// Carried by the transport (a column, a header), not in the payload.
+    #[serde(skip)]
+    pub traceparent: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy)]

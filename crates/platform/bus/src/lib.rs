@@ -11,8 +11,13 @@
 //! metrics; [`outbox`] moves messages written in a service's own transaction
 //! to the bus after commit, and [`inbox`] lets consumers drop duplicates.
 //!
-//! Of our crates it depends on `zocalo-store` only (for the pools the outbox
-//! reads); service crates and `contracts` depend on it, never the reverse.
+//! Jobs and events carry the W3C trace context of the span that enqueued or
+//! published them (a SQLite column, a NATS header, a field of outbox rows),
+//! and the consuming loops handle each one in a span of that trace.
+//!
+//! Of our crates it depends on `zocalo-store` (for the pools the outbox
+//! reads) and `zocalo-telemetry` (trace context) only; service crates and
+//! `contracts` depend on it, never the reverse.
 
 mod error;
 mod event;

@@ -5,6 +5,10 @@
 //! sends nothing. Delivery is at-least-once: a crash between publishing and
 //! marking the row re-sends it with the same id, and consumers drop the
 //! duplicate with [`crate::inbox`].
+//!
+//! A message remembers the trace it was created in (its `traceparent` is
+//! part of the stored JSON, so the tables need no column of their own): the
+//! relay hands it on in that trace, not in its own.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,6 +19,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::{Bus, BusError, Event, JobOptions, millis, now_ms};
@@ -29,6 +34,8 @@ pub enum Message {
         queue: String,
         payload: Value,
         options: JobOptions,
+        /// The trace the job was created in.
+        traceparent: Option<String>,
     },
 }
 
@@ -40,6 +47,7 @@ impl Message {
             queue: queue.into(),
             payload,
             options,
+            traceparent: zocalo_telemetry::trace::current_traceparent(),
         }
     }
 
@@ -63,12 +71,14 @@ impl Message {
                 object.insert("kind".into(), event.kind.clone().into());
                 object.insert("payload".into(), event.payload.clone());
                 object.insert("occurred_at".into(), event.occurred_at.to_rfc3339().into());
+                insert_traceparent(&mut object, event.traceparent.as_deref());
             }
             Message::Job {
                 id,
                 queue,
                 payload,
                 options,
+                traceparent,
             } => {
                 let not_before = chrono::Duration::from_std(options.delay)
                     .ok()
@@ -80,9 +90,16 @@ impl Message {
                 object.insert("payload".into(), payload.clone());
                 object.insert("max_attempts".into(), options.max_attempts.into());
                 object.insert("not_before".into(), not_before.to_rfc3339().into());
+                insert_traceparent(&mut object, traceparent.as_deref());
             }
         }
         Value::Object(object)
+    }
+}
+
+fn insert_traceparent(object: &mut Map<String, Value>, traceparent: Option<&str>) {
+    if let Some(traceparent) = traceparent {
+        object.insert("traceparent".into(), traceparent.into());
     }
 }
 
@@ -96,6 +113,8 @@ enum Stored {
         kind: String,
         payload: Value,
         occurred_at: DateTime<Utc>,
+        #[serde(default)]
+        traceparent: Option<String>,
     },
     Job {
         id: Uuid,
@@ -103,6 +122,8 @@ enum Stored {
         payload: Value,
         max_attempts: u32,
         not_before: DateTime<Utc>,
+        #[serde(default)]
+        traceparent: Option<String>,
     },
 }
 
@@ -367,6 +388,7 @@ async fn publish_row(
             kind,
             payload,
             occurred_at,
+            traceparent,
         } => {
             let event = Event {
                 id,
@@ -374,6 +396,7 @@ async fn publish_row(
                 kind,
                 payload,
                 occurred_at,
+                traceparent,
             };
             bus.events.publish(&event).await?;
         }
@@ -383,14 +406,22 @@ async fn publish_row(
             payload,
             max_attempts,
             not_before,
+            traceparent,
         } => {
             let delay = (not_before - Utc::now()).to_std().unwrap_or_default();
             let options = JobOptions {
                 delay,
                 max_attempts,
             };
+            // The queue takes the trace from the current span: enqueue in a
+            // span of the job's own trace.
+            let span = tracing::info_span!("outbox_relay", job = %id, %queue);
+            if let Some(traceparent) = &traceparent {
+                zocalo_telemetry::trace::set_parent_from_traceparent(&span, traceparent);
+            }
             bus.jobs
                 .enqueue_with_id(id, &queue, payload, options)
+                .instrument(span)
                 .await?;
         }
     }

@@ -1,7 +1,8 @@
 //! The loops that turn the queue and bus traits into running consumers:
 //! [`run_worker`] for jobs, [`run_subscriber`] for events. They own the
 //! policy the adapters leave open (backoff, when to dead-letter, metrics,
-//! graceful shutdown), so every adapter behaves the same under load.
+//! graceful shutdown), so every adapter behaves the same under load. Each
+//! job or event is handled in a span of the trace it was created in.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::BoxFuture;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::{Instrument as _, Span};
 use uuid::Uuid;
 
 use crate::job::backoff;
@@ -86,7 +88,10 @@ async fn consume(
         match jobs.reserve(&queue, options.visibility).await {
             Ok(Some(job)) => {
                 errors = 0;
-                process(jobs.as_ref(), &queue, &handler, job).await;
+                let span = job_span(&queue, &job);
+                process(jobs.as_ref(), &queue, &handler, job)
+                    .instrument(span)
+                    .await;
             }
             Ok(None) => {
                 errors = 0;
@@ -109,12 +114,30 @@ async fn consume(
     }
 }
 
+/// The span a job is handled in: a child of the span that enqueued it.
+fn job_span(queue: &str, job: &Job) -> Span {
+    let span = tracing::info_span!("job", queue, job = %job.id, attempt = job.attempt);
+    if let Some(traceparent) = &job.traceparent {
+        zocalo_telemetry::trace::set_parent_from_traceparent(&span, traceparent);
+    }
+    span
+}
+
+/// The span an event is handled in: a child of the span that published it.
+fn event_span(topic: &str, group: &str, event: &Event) -> Span {
+    let span = tracing::info_span!("event", topic, group, event = %event.id, kind = %event.kind);
+    if let Some(traceparent) = &event.traceparent {
+        zocalo_telemetry::trace::set_parent_from_traceparent(&span, traceparent);
+    }
+    span
+}
+
 /// Run the handler for one job and settle the job by its outcome.
 async fn process(jobs: &dyn JobQueue, queue: &str, handler: &JobHandler, job: Job) {
     let started = Instant::now();
     // A task of its own turns a panicking handler into a retry instead of a
     // dead consumer.
-    let outcome = match tokio::spawn(handler(job.clone())).await {
+    let outcome = match tokio::spawn(handler(job.clone()).instrument(Span::current())).await {
         Ok(outcome) => outcome,
         Err(error) => Err(JobError::Retry(format!("handler panicked: {error}"))),
     };
@@ -195,6 +218,7 @@ pub async fn run_subscriber(
                 if failures.len() > 10_000 {
                     failures.clear();
                 }
+                let span = event_span(topic, group, &event);
                 handle_event(
                     events.as_ref(),
                     topic,
@@ -203,6 +227,7 @@ pub async fn run_subscriber(
                     event,
                     &mut failures,
                 )
+                .instrument(span)
                 .await;
             }
             Ok(None) => errors = 0,
@@ -226,7 +251,7 @@ async fn handle_event(
     event: Event,
     failures: &mut HashMap<Uuid, u32>,
 ) {
-    let outcome = match tokio::spawn(handler(event.clone())).await {
+    let outcome = match tokio::spawn(handler(event.clone()).instrument(Span::current())).await {
         Ok(outcome) => outcome,
         Err(error) => Err(JobError::Retry(format!("handler panicked: {error}"))),
     };

@@ -368,12 +368,14 @@ impl ServiceRequest<'_> {
     /// Send, trying other instances as the module docs describe. Any answer
     /// other than 502/503/504 is `Ok`, 4xx and 500 included: what they mean
     /// is the caller's business.
-    pub async fn send(self) -> Result<reqwest::Response, ClientError> {
+    pub async fn send(mut self) -> Result<reqwest::Response, ClientError> {
         let client = self.client;
         let service = client.service().to_owned();
         if let Some(reason) = self.invalid.clone() {
             return Err(ClientError::InvalidRequest { service, reason });
         }
+        // Every try carries the caller's trace, so the callee's spans join it.
+        zocalo_telemetry::trace::inject_current(&mut self.headers);
         let balancer = &client.balancer;
         balancer.budget().deposit();
         let deadline = Instant::now() + client.timeout;

@@ -32,4 +32,12 @@ pub mod server;
 pub mod session;
 
 pub use problem::{FieldError, Problem};
+
+/// Add the current span's trace context (`traceparent`) to an outgoing
+/// service-to-service request, so that the callee's spans join our trace.
+pub fn traced(request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    let mut headers = http::HeaderMap::new();
+    zocalo_telemetry::trace::inject_current(&mut headers);
+    request.headers(headers)
+}
 pub mod service_auth;

@@ -3,9 +3,10 @@
 //!
 //! [`finish`] turns a service's API router into the router that is served:
 //! it adds the admin routes, `/openapi.json`, request ids, per-route metrics,
-//! the read-your-writes scope ([`crate::session`]), tracing spans, panic
-//! catching and problem+json fallbacks. [`serve`] runs it
-//! until the shutdown token fires, then drains in-flight requests.
+//! the read-your-writes scope ([`crate::session`]), tracing spans joined to
+//! the caller's trace (W3C `traceparent`), panic catching and problem+json
+//! fallbacks. [`serve`] runs it until the shutdown token fires, then drains
+//! in-flight requests.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -70,7 +71,11 @@ pub fn finish(
                     .get::<RequestId>()
                     .and_then(|id| id.0.to_str().ok())
                     .unwrap_or("-");
-                tracing::info_span!("request", service, request_id = %id, method = %req.method(), path = %req.uri().path())
+                let span = tracing::info_span!("request", service, request_id = %id, method = %req.method(), path = %req.uri().path());
+                // The caller's `traceparent` makes this request part of its
+                // trace; without one the request starts a trace.
+                zocalo_telemetry::trace::set_parent_from_headers(&span, req.headers());
+                span
             })
             .on_request(())
             .on_response(

@@ -1,5 +1,6 @@
-//! Telemetry shared by every Zócalo process: JSON logs, the Prometheus
-//! metrics recorder and the admin router (`/live`, `/ready`, `/metrics`).
+//! Telemetry shared by every Zócalo process: JSON logs, distributed traces
+//! ([`trace`]), the Prometheus metrics recorder and the admin router
+//! (`/live`, `/ready`, `/metrics`).
 //!
 //! Metrics go through the `metrics` facade to one process-wide Prometheus
 //! recorder; every series carries a `service` label so that `zocalo up`, which
@@ -16,7 +17,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::{Deserialize, Serialize};
-use tracing_subscriber::EnvFilter;
+use tracing::{Dispatch, Level};
+use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::{Layered, SubscriberExt as _};
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer, Registry, reload};
+
+pub mod trace;
+
+pub use trace::shutdown_tracing;
 
 /// How logs are written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,9 +63,11 @@ static FILTER_RELOADER: OnceLock<FilterReloader> = OnceLock::new();
 /// The filter the process started with, to go back to.
 static INITIAL_FILTER: OnceLock<String> = OnceLock::new();
 
-/// Install the global log subscriber. Calling it twice is harmless (the
-/// second call is ignored), which keeps tests that build several apps simple.
-/// Its filter can be changed later with [`set_log_filter`].
+/// Install the global log subscriber and the tracer (see [`trace`]). Calling
+/// it twice is harmless (the second call is ignored), which keeps tests that
+/// build several apps simple. Its filter can be changed later with
+/// [`set_log_filter`]; it filters log lines only, never which spans are
+/// traced.
 pub fn init_logging(settings: &LogSettings) {
     let directive = std::env::var("RUST_LOG")
         .ok()
@@ -66,40 +78,77 @@ pub fn init_logging(settings: &LogSettings) {
                 .then(|| settings.filter.clone())
         })
         .unwrap_or_else(|| "info".to_owned());
-    let filter = EnvFilter::new(&directive);
-    // The formatter is chosen before the filter: the reload handle's type
-    // names the finished formatter, so the filter must wrap that one.
-    let installed = match settings.format {
-        LogFormat::Json => {
-            let builder = tracing_subscriber::fmt()
-                .json()
-                .flatten_event(true)
-                .with_current_span(true)
-                .with_span_list(false)
-                .with_writer(std::io::stderr)
-                .with_env_filter(filter)
-                .with_filter_reloading();
-            let handle = builder.reload_handle();
-            builder
-                .try_init()
-                .map(|()| reloader(move |f| handle.reload(f).map_err(|e| e.to_string())))
-        }
-        LogFormat::Pretty => {
-            let builder = tracing_subscriber::fmt()
-                .compact()
-                .with_writer(std::io::stderr)
-                .with_env_filter(filter)
-                .with_filter_reloading();
-            let handle = builder.reload_handle();
-            builder
-                .try_init()
-                .map(|()| reloader(move |f| handle.reload(f).map_err(|e| e.to_string())))
-        }
-    };
-    if let Ok(reload) = installed {
+    let (subscriber, reload, cell) = build_subscriber(settings.format, &directive, std::io::stderr);
+    if subscriber.try_init().is_ok() {
+        tracing::dispatcher::get_default(|dispatch| cell.set(dispatch));
         let _ = FILTER_RELOADER.set(reload);
         let _ = INITIAL_FILTER.set(directive);
+        if trace::exporting() {
+            tracing::info!("exporting traces over OTLP");
+        }
     }
+}
+
+/// The subscriber [`init_logging`] installs, writing to `writer`: for tests
+/// that read the log lines a request produces. Use it with
+/// `tracing::dispatcher::with_default` or `set_default`.
+pub fn log_dispatch<W>(format: LogFormat, directive: &str, writer: W) -> Dispatch
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let (subscriber, _reload, cell) = build_subscriber(format, directive, writer);
+    let dispatch = Dispatch::new(subscriber);
+    cell.set(&dispatch);
+    dispatch
+}
+
+type Traced = Layered<Box<dyn Layer<Registry> + Send + Sync>, Registry>;
+type Logged = Layered<Box<dyn Layer<Traced> + Send + Sync>, Traced>;
+
+/// Registry + OpenTelemetry layer (info spans, whatever the log level) +
+/// the formatter behind a reloadable filter.
+fn build_subscriber<W>(
+    format: LogFormat,
+    directive: &str,
+    writer: W,
+) -> (Logged, FilterReloader, trace::DispatchCell)
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    // Spans at info and above are ours (requests, jobs, events); libraries
+    // keep theirs at debug or trace, so they cost nothing here.
+    let traced_spans = filter_fn(|meta| meta.is_span() && *meta.level() <= Level::INFO);
+    let otel: Box<dyn Layer<Registry> + Send + Sync> = tracing_opentelemetry::layer()
+        .with_tracer(trace::tracer())
+        .with_location(false)
+        .with_threads(false)
+        .with_tracked_inactivity(false)
+        .with_filter(traced_spans)
+        .boxed();
+    let (filter, handle) = reload::Layer::new(EnvFilter::new(directive));
+    let cell = trace::DispatchCell::default();
+    let logs: Box<dyn Layer<Traced> + Send + Sync> = match format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .map_event_format(|inner| trace::WithTraceIds {
+                inner,
+                dispatch: cell.clone(),
+            })
+            .with_writer(writer)
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .compact()
+            .with_writer(writer)
+            .with_filter(filter)
+            .boxed(),
+    };
+    let subscriber = Registry::default().with(otel).with(logs);
+    let reload = reloader(move |f| handle.reload(f).map_err(|e| e.to_string()));
+    (subscriber, reload, cell)
 }
 
 fn reloader(f: impl Fn(EnvFilter) -> Result<(), String> + Send + Sync + 'static) -> FilterReloader {

@@ -10,8 +10,10 @@
 //! - [`Client`] is a reqwest client with the base URL of the app under test;
 //! - [`redis`] names the test Redis and runs throwaway `redis-server`s;
 //! - [`replica`]: the shared streaming replica and throwaway ones a test may
-//!   stop, restart or pause.
+//!   stop, restart or pause;
+//! - [`logs`] captures the JSON log lines an app writes.
 
+pub mod logs;
 pub mod redis;
 
 use std::sync::Arc;

@@ -194,13 +194,17 @@ fn router(gateway: Arc<Gateway>, settings: &Settings) -> anyhow::Result<Router> 
                     .get::<RequestId>()
                     .and_then(|id| id.0.to_str().ok())
                     .unwrap_or("-");
-                tracing::info_span!(
+                let span = tracing::info_span!(
                     "request",
                     service = layers::SERVICE,
                     request_id = %id,
                     method = %request.method(),
                     path = %request.uri().path(),
-                )
+                );
+                // A client's trace continues through us; without one this
+                // request starts a trace.
+                zocalo_telemetry::trace::set_parent_from_headers(&span, request.headers());
+                span
             })
             .on_request(())
             .on_response(DefaultOnResponse::new().level(tracing::Level::DEBUG)),

@@ -263,6 +263,9 @@ impl Gateway {
             ..
         } = parts;
         let path = uri.path_and_query().cloned();
+        // Every try carries the request span as its parent: the upstream's
+        // spans join the client's trace (or the one this request started).
+        zocalo_telemetry::trace::inject_current(&mut headers);
         let (mut stream, buffered) = match payload {
             Payload::Stream(body) => (Some(body), None),
             Payload::Buffered(bytes) => (None, Some(bytes)),

@@ -64,6 +64,7 @@ fn event(kind: &str, payload: serde_json::Value) -> Message {
         kind: kind.to_owned(),
         payload,
         occurred_at: Utc::now(),
+        traceparent: zocalo_telemetry::trace::current_traceparent(),
     })
 }
 

@@ -58,6 +58,7 @@ impl EventBus for NatsBus {
             self.event_subject(&event.topic),
             &event.id.to_string(),
             body,
+            event.traceparent.as_deref(),
         )
         .await
     }
@@ -76,7 +77,8 @@ impl EventBus for NatsBus {
                 return Ok(None);
             };
             match serde_json::from_slice::<Event>(&message.payload) {
-                Ok(event) => {
+                Ok(mut event) => {
+                    event.traceparent = super::traceparent(&message);
                     let key = (Self::consumer_name(topic, group), event.id);
                     self.inner.delivered.insert(key, message);
                     return Ok(Some(event));

@@ -149,8 +149,14 @@ impl NatsBus {
         // A distinct message id: the delayed copy already used the job id
         // within the duplicate window.
         let id = format!("{}:ready", wire.id);
-        self.store(self.ready_subject(queue), &id, message.payload.to_vec())
-            .await?;
+        let traceparent = super::traceparent(&message);
+        self.store(
+            self.ready_subject(queue),
+            &id,
+            message.payload.to_vec(),
+            traceparent.as_deref(),
+        )
+        .await?;
         message.double_ack().await.map_err(BusError::unavailable)
     }
 
@@ -166,6 +172,7 @@ impl NatsBus {
             self.dead_subject(&job.queue),
             &id,
             serde_json::to_vec(&dead)?,
+            job.traceparent.as_deref(),
         )
         .await?;
         message.double_ack().await.map_err(BusError::unavailable)
@@ -248,8 +255,14 @@ impl JobQueue for NatsBus {
         } else {
             self.ready_subject(queue)
         };
-        self.store(subject, &id.to_string(), serde_json::to_vec(&wire)?)
-            .await
+        let traceparent = zocalo_telemetry::trace::current_traceparent();
+        self.store(
+            subject,
+            &id.to_string(),
+            serde_json::to_vec(&wire)?,
+            traceparent.as_deref(),
+        )
+        .await
     }
 
     async fn reserve(&self, queue: &str, visibility: Duration) -> Result<Option<Job>, BusError> {
@@ -274,6 +287,7 @@ impl JobQueue for NatsBus {
                 attempt: u32::try_from(delivered).unwrap_or(u32::MAX),
                 max_attempts: wire.max_attempts,
                 enqueued_at: wire.enqueued_at,
+                traceparent: super::traceparent(&message),
             };
             if job.attempt > job.max_attempts {
                 tracing::error!(queue, job = %job.id, attempts = job.max_attempts, EXPIRED_REASON);

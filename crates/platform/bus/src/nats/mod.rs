@@ -158,10 +158,19 @@ impl NatsBus {
 
     /// Publish and wait for the stream's acknowledgement, so a returned Ok
     /// means the message is stored. `id` de-duplicates re-sends within the
-    /// stream's duplicate window.
-    async fn store(&self, subject: String, id: &str, body: Vec<u8>) -> Result<(), BusError> {
+    /// stream's duplicate window; `traceparent` travels as a header.
+    async fn store(
+        &self,
+        subject: String,
+        id: &str,
+        body: Vec<u8>,
+        traceparent: Option<&str>,
+    ) -> Result<(), BusError> {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(async_nats::header::NATS_MESSAGE_ID, id);
+        if let Some(traceparent) = traceparent {
+            headers.insert(TRACEPARENT, traceparent);
+        }
         self.inner
             .js
             .publish_with_headers(subject, headers, body.into())
@@ -171,6 +180,14 @@ impl NatsBus {
             .map_err(BusError::unavailable)?;
         Ok(())
     }
+}
+
+const TRACEPARENT: &str = zocalo_telemetry::trace::TRACEPARENT;
+
+/// The trace context a stored message was published in.
+fn traceparent(message: &Message) -> Option<String> {
+    let value = message.headers.as_ref()?.get(TRACEPARENT)?;
+    Some(value.as_str().to_owned())
 }
 
 /// Take at most one message from `consumer`, waiting up to `wait`.

@@ -27,6 +27,7 @@ struct Row {
     kind: String,
     payload: String,
     occurred_at: DateTime<Utc>,
+    traceparent: Option<String>,
 }
 
 impl Row {
@@ -37,6 +38,7 @@ impl Row {
             kind: self.kind,
             payload: serde_json::from_str(&self.payload)?,
             occurred_at: self.occurred_at,
+            traceparent: self.traceparent,
         })
     }
 }
@@ -50,16 +52,18 @@ impl EventBus for SqliteBus {
             event.kind.clone(),
             serde_json::to_string(&event.payload)?,
             event.occurred_at,
+            event.traceparent.clone(),
         );
         self.db
             .write(move |conn| {
-                let (id, topic, kind, payload, occurred_at) = event_row;
+                let (id, topic, kind, payload, occurred_at, traceparent) = event_row;
                 // The same id twice (an outbox re-send) is one event.
                 let seq: Option<i64> = conn
                     .query_row(
-                        "INSERT INTO events (id, topic, kind, payload, occurred_at, published_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO NOTHING RETURNING seq",
-                        params![id, topic, kind, payload, occurred_at, now_ms()],
+                        "INSERT INTO events
+                           (id, topic, kind, payload, occurred_at, published_at, traceparent)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (id) DO NOTHING RETURNING seq",
+                        params![id, topic, kind, payload, occurred_at, now_ms(), traceparent],
                         |r| r.get(0),
                     )
                     .optional()?;
@@ -176,7 +180,7 @@ fn claim(
     };
     let row = match seq {
         Some(seq) => Some(tx.query_row(
-            "SELECT id, topic, kind, payload, occurred_at FROM events WHERE seq = ?1",
+            "SELECT id, topic, kind, payload, occurred_at, traceparent FROM events WHERE seq = ?1",
             [seq],
             |r| {
                 Ok(Row {
@@ -185,6 +189,7 @@ fn claim(
                     kind: r.get(2)?,
                     payload: r.get(3)?,
                     occurred_at: r.get(4)?,
+                    traceparent: r.get(5)?,
                 })
             },
         )?),

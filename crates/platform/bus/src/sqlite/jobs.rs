@@ -21,7 +21,7 @@ const RESERVE: &str = "
 UPDATE jobs SET attempt = attempt + 1, visible_at = ?3
 WHERE id = (SELECT id FROM jobs WHERE queue = ?1 AND visible_at <= ?2
             ORDER BY visible_at, rowid LIMIT 1)
-RETURNING id, queue, payload, attempt, max_attempts, enqueued_at";
+RETURNING id, queue, payload, attempt, max_attempts, enqueued_at, traceparent";
 
 /// A row before its text columns are parsed.
 struct Row {
@@ -31,6 +31,7 @@ struct Row {
     attempt: i64,
     max_attempts: i64,
     enqueued_at: DateTime<Utc>,
+    traceparent: Option<String>,
 }
 
 impl Row {
@@ -42,6 +43,7 @@ impl Row {
             attempt: row.get(3)?,
             max_attempts: row.get(4)?,
             enqueued_at: row.get(5)?,
+            traceparent: row.get(6)?,
         })
     }
 
@@ -53,6 +55,7 @@ impl Row {
             attempt: u32::try_from(self.attempt).unwrap_or(u32::MAX),
             max_attempts: u32::try_from(self.max_attempts).unwrap_or(u32::MAX),
             enqueued_at: self.enqueued_at,
+            traceparent: self.traceparent,
         })
     }
 }
@@ -80,21 +83,24 @@ impl JobQueue for SqliteBus {
         let (queue_name, payload) = (queue.to_owned(), serde_json::to_string(&payload)?);
         let max_attempts = i64::from(options.max_attempts.max(1));
         let delay = millis(options.delay);
+        let traceparent = zocalo_telemetry::trace::current_traceparent();
         self.db
             .write(move |conn| {
                 let now = now_ms();
                 // A repeated id (the relay re-sending after a crash) keeps
                 // the job that is already queued.
                 conn.execute(
-                    "INSERT INTO jobs (id, queue, payload, max_attempts, enqueued_at, visible_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO NOTHING",
+                    "INSERT INTO jobs (id, queue, payload, max_attempts, enqueued_at, visible_at,
+                                       traceparent)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (id) DO NOTHING",
                     params![
                         id.to_string(),
                         queue_name,
                         payload,
                         max_attempts,
                         Utc::now(),
-                        now.saturating_add(delay)
+                        now.saturating_add(delay),
+                        traceparent
                     ],
                 )?;
                 Ok(())
@@ -220,7 +226,8 @@ impl JobQueue for SqliteBus {
             .db
             .read(move |conn| {
                 let mut statement = conn.prepare(
-                    "SELECT id, queue, payload, attempt, max_attempts, enqueued_at FROM dead_jobs
+                    "SELECT id, queue, payload, attempt, max_attempts, enqueued_at, NULL
+                     FROM dead_jobs
                      WHERE queue = ?1 ORDER BY failed_at, rowid",
                 )?;
                 let rows = statement

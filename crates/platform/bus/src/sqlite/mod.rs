@@ -126,7 +126,30 @@ fn open_connection(path: &Path) -> Result<Connection, BusError> {
 fn create_schema(conn: &mut Connection) -> Result<(), BusError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.execute_batch(SCHEMA)?;
+    // Files created before messages carried trace context lack the column.
+    for table in ["jobs", "events"] {
+        add_column_if_missing(&tx, table, "traceparent", "TEXT")?;
+    }
     tx.commit()?;
+    Ok(())
+}
+
+fn add_column_if_missing(
+    conn: &Connection,
+    table: &str,
+    column: &str,
+    definition: &str,
+) -> Result<(), BusError> {
+    let present: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2)",
+        [table, column],
+        |r| r.get(0),
+    )?;
+    if !present {
+        conn.execute_batch(&format!(
+            "ALTER TABLE {table} ADD COLUMN {column} {definition}"
+        ))?;
+    }
     Ok(())
 }
 
@@ -139,7 +162,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     max_attempts INTEGER NOT NULL,
     enqueued_at  TEXT NOT NULL,
     visible_at   INTEGER NOT NULL,
-    last_error   TEXT
+    last_error   TEXT,
+    traceparent  TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs (queue, visible_at);
 CREATE TABLE IF NOT EXISTS dead_jobs (
@@ -160,7 +184,8 @@ CREATE TABLE IF NOT EXISTS events (
     kind         TEXT NOT NULL,
     payload      TEXT NOT NULL,
     occurred_at  TEXT NOT NULL,
-    published_at INTEGER NOT NULL
+    published_at INTEGER NOT NULL,
+    traceparent  TEXT
 );
 CREATE INDEX IF NOT EXISTS events_topic ON events (topic, seq);
 CREATE TABLE IF NOT EXISTS event_cursors (

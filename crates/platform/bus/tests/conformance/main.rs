@@ -35,4 +35,5 @@ mod inbox;
 mod jobs;
 mod outbox;
 mod support;
+mod trace_context;
 mod worker;

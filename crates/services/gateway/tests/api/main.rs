@@ -13,4 +13,5 @@ mod request_id;
 mod routing;
 mod streaming;
 mod support;
+mod trace_context;
 mod weights;

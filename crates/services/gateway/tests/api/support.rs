@@ -30,8 +30,9 @@ pub const BIG_CHUNK: usize = 64 * 1024;
 pub const BIG_CHUNKS: usize = 64;
 
 /// Headers the upstream echoes back as `x-echo-<name>`.
-const ECHOED: [&str; 7] = [
+const ECHOED: [&str; 8] = [
     "x-request-id",
+    "traceparent",
     "x-forwarded-for",
     "x-forwarded-proto",
     "x-forwarded-host",
