@@ -97,7 +97,11 @@ impl Drop for Served {
 }
 
 /// The environment every process of one deployment shares.
-fn deployment_env(nats_url: &str, bucket: &str, public_url: &str) -> Vec<(String, String)> {
+pub(crate) fn deployment_env(
+    nats_url: &str,
+    bucket: &str,
+    public_url: &str,
+) -> Vec<(String, String)> {
     [
         ("ZOCALO_PUBLIC_URL", public_url),
         ("ZOCALO_DISCOVERY__KIND", "nats"),
@@ -113,7 +117,7 @@ fn deployment_env(nats_url: &str, bucket: &str, public_url: &str) -> Vec<(String
     .collect()
 }
 
-fn with(base: &[(String, String)], extra: &[(&str, String)]) -> Vec<(String, String)> {
+pub(crate) fn with(base: &[(String, String)], extra: &[(&str, String)]) -> Vec<(String, String)> {
     let mut env = base.to_vec();
     env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
     env
@@ -121,7 +125,7 @@ fn with(base: &[(String, String)], extra: &[(&str, String)]) -> Vec<(String, Str
 
 /// Poll a gateway's metrics until it balances over `count` reviews
 /// instances (as discovery reports them).
-async fn wait_for_instances(http: &reqwest::Client, gateway: &str, count: usize) {
+pub(crate) async fn wait_for_instances(http: &reqwest::Client, gateway: &str, count: usize) {
     let wanted = format!("discovery_instances{{service=\"reviews\"}} {count}");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -145,7 +149,7 @@ async fn wait_for_instances(http: &reqwest::Client, gateway: &str, count: usize)
 }
 
 /// The number of `GET /api/content` requests an instance has answered.
-async fn content_requests(http: &reqwest::Client, instance: &str) -> u64 {
+pub(crate) async fn content_requests(http: &reqwest::Client, instance: &str) -> u64 {
     let metrics = http
         .get(format!("{instance}/metrics"))
         .send()

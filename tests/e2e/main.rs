@@ -7,8 +7,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+mod breaker_outage;
+mod bus_outage;
 mod discovery;
 mod distributed;
+mod redis_outage;
 
 const ADMIN_EMAIL: &str = "root@example.com";
 const ADMIN_PASSWORD: &str = "root-password-1";
