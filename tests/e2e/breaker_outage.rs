@@ -186,7 +186,7 @@ async fn a_hanging_instance_is_cut_off_by_its_breaker_and_readmitted_when_it_hea
         .collect();
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    hanging.signal("-STOP");
+    hanging.freeze();
     wait_for_breaker(
         &http,
         &deployment.gateway,
@@ -273,7 +273,7 @@ async fn a_lone_hanging_instance_gets_fast_problem_answers_then_recovers() {
     let only = &deployment.reviews[0];
     assert_eq!(timed_read(&http, &deployment.gateway).await.0, 200);
 
-    only.signal("-STOP");
+    only.freeze();
     // Bounded: 3 s of requests, each bounded by ANSWER_BOUND.
     let until = Instant::now() + Duration::from_secs(3);
     let mut answers = Vec::new();
