@@ -246,9 +246,16 @@ async fn a_hanging_instance_is_cut_off_by_its_breaker_and_readmitted_when_it_hea
     );
 }
 
-/// One GET through the gateway: its status, whether it was problem+json,
-/// and how long it took.
-async fn timed_read(http: &reqwest::Client, gateway: &str) -> (u16, bool, Duration) {
+/// One GET through the gateway, as the client saw it.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    problem: bool,
+    retry_after: bool,
+    took: Duration,
+}
+
+async fn timed_read(http: &reqwest::Client, gateway: &str) -> Answer {
     let started = Instant::now();
     let response = http
         .get(format!("{gateway}/api/content?limit=5"))
@@ -260,9 +267,15 @@ async fn timed_read(http: &reqwest::Client, gateway: &str) -> (u16, bool, Durati
         .headers()
         .get("content-type")
         .is_some_and(|value| value.as_bytes().starts_with(b"application/problem+json"));
+    let retry_after = response.headers().contains_key("retry-after");
     let status = response.status().as_u16();
     let _ = response.bytes().await;
-    (status, problem, started.elapsed())
+    Answer {
+        status,
+        problem,
+        retry_after,
+        took: started.elapsed(),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -271,7 +284,7 @@ async fn a_lone_hanging_instance_gets_fast_problem_answers_then_recovers() {
     let deployment = Deployment::start(&nats_url, 1).await;
     let http = reqwest::Client::new();
     let only = &deployment.reviews[0];
-    assert_eq!(timed_read(&http, &deployment.gateway).await.0, 200);
+    assert_eq!(timed_read(&http, &deployment.gateway).await.status, 200);
 
     only.freeze();
     // Bounded: 3 s of requests, each bounded by ANSWER_BOUND.
@@ -280,16 +293,23 @@ async fn a_lone_hanging_instance_gets_fast_problem_answers_then_recovers() {
     while Instant::now() < until && answers.len() < 500 {
         answers.push(timed_read(&http, &deployment.gateway).await);
     }
-    for (status, problem, took) in &answers {
+    for Answer {
+        status,
+        problem,
+        retry_after,
+        took,
+    } in &answers
+    {
         assert!(
             *status == 503 || *status == 504,
             "a hanging upstream gives 503/504, not {status}: {answers:?}"
         );
         assert!(problem, "the {status} is problem+json");
+        assert!(*status != 503 || *retry_after, "a 503 says when to retry");
         assert!(*took < ANSWER_BOUND, "an answer took {took:?}");
     }
     assert!(
-        answers.iter().any(|(status, ..)| *status == 503),
+        answers.iter().any(|answer| answer.status == 503),
         "the breaker opened: later requests are refused without a try"
     );
     wait_for_breaker(
@@ -304,7 +324,7 @@ async fn a_lone_hanging_instance_gets_fast_problem_answers_then_recovers() {
     only.signal("-CONT");
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let (status, _, took) = timed_read(&http, &deployment.gateway).await;
+        let Answer { status, took, .. } = timed_read(&http, &deployment.gateway).await;
         assert!(took < ANSWER_BOUND, "an answer took {took:?}");
         if status == 200 {
             break;

@@ -24,6 +24,9 @@ use super::{access, free_port, tempfile_dir, zocalo};
 /// How long every order gets to reach its final state once NATS is back.
 const SETTLE: Duration = Duration::from_secs(60);
 
+/// How long NATS stays down.
+const OUTAGE: Duration = Duration::from_secs(8);
+
 /// Where `nats-server` is installed on the test machines.
 const NATS_SERVER: &str = "/usr/sbin/nats-server";
 
@@ -300,7 +303,9 @@ async fn orders_placed_while_nats_is_down_are_all_delivered_and_charged_once() {
     for _ in 0..3 {
         orders.push(place_order(&http, &gateway, &buyer, &book).await);
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Longer than the NATS client's reconnect backoff grows to, so the
+    // clients are in their slowest retry cadence when the server returns.
+    tokio::time::sleep(OUTAGE).await;
     // Nothing moved them on meanwhile: the saga really needs the bus.
     for order in &orders[3..] {
         let current = order_status(&http, &gateway, &buyer, order).await;
