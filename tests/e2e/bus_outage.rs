@@ -234,6 +234,9 @@ async fn orders_placed_while_nats_is_down_are_all_delivered_and_charged_once() {
                 format!("{}/auth/token", auth.url()),
             ),
             ("ZOCALO_ORDERS__SHIPPING_STEP_MS", "100".into()),
+            // Slow enough that NATS dies while cards are being charged: the
+            // charges finish during the outage and their acks are lost.
+            ("ZOCALO_ORDERS__PAYMENT_LATENCY_MS", "1500".into()),
             // A job whose ack was lost in the outage comes back soon.
             ("ZOCALO_ORDERS__JOB_VISIBILITY_MS", "3000".into()),
         ],
@@ -293,10 +296,22 @@ async fn orders_placed_while_nats_is_down_are_all_delivered_and_charged_once() {
     };
     let book = book["id"].as_str().unwrap().to_owned();
 
-    // Orders before the outage; some are mid-saga when NATS dies.
+    // Orders before the outage; NATS dies while the first is being paid.
     let mut orders = Vec::new();
     for _ in 0..3 {
         orders.push(place_order(&http, &gateway, &buyer, &book).await);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let current = order_status(&http, &gateway, &buyer, &orders[0]).await;
+        if current["status"] == "reserved" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the first order never reached payment: {current}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     bus.kill();
     // The API keeps accepting orders: they wait in its outbox.

@@ -93,21 +93,25 @@ async fn steady_load(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gateways_keep_serving_with_local_limits_while_redis_is_down() {
-    let Some(nats_url) = nats_url() else { return };
-    let Some(mut redis) = RedisProcess::start() else {
-        return;
-    };
-    let ports = [free_port(), free_port()];
-    let gateways = ports.map(|port| format!("http://127.0.0.1:{port}"));
-    let env = deployment_env(&nats_url, &unique_bucket(), &gateways[0]);
-    let _reviews = Served::start("reviews", &env);
-    let prefix = zocalo_testkit::redis::unique_prefix("redis-outage");
-    let _gateways: Vec<Served> = ports
-        .iter()
-        .map(|port| {
-            Served::start(
+/// Two gateways sharing rate limits in a private Redis, one reviews
+/// instance behind them (found through NATS discovery).
+struct Deployment {
+    redis: RedisProcess,
+    gateways: [String; 2],
+    _processes: Vec<Served>,
+}
+
+impl Deployment {
+    async fn start() -> Option<Self> {
+        let nats_url = nats_url()?;
+        let redis = RedisProcess::start()?;
+        let ports = [free_port(), free_port()];
+        let gateways = ports.map(|port| format!("http://127.0.0.1:{port}"));
+        let env = deployment_env(&nats_url, &unique_bucket(), &gateways[0]);
+        let prefix = zocalo_testkit::redis::unique_prefix("redis-outage");
+        let mut processes = vec![Served::start("reviews", &env)];
+        for port in ports {
+            processes.push(Served::start(
                 "gateway",
                 &with(
                     &env,
@@ -120,13 +124,47 @@ async fn gateways_keep_serving_with_local_limits_while_redis_is_down() {
                         ("ZOCALO_GATEWAY__TRUSTED_PROXIES", "[\"127.0.0.1\"]".into()),
                     ],
                 ),
-            )
+            ));
+        }
+        let http = reqwest::Client::new();
+        for gateway in &gateways {
+            wait_for_instances(&http, gateway, 1).await;
+        }
+        Some(Self {
+            redis,
+            gateways,
+            _processes: processes,
         })
-        .collect();
-    let http = reqwest::Client::new();
-    for gateway in &gateways {
-        wait_for_instances(&http, gateway, 1).await;
     }
+}
+
+/// Poll with fresh clients until both gateways count in Redis again.
+async fn wait_until_shared(
+    http: &reqwest::Client,
+    [first, second]: &[String; 2],
+    clients: &AtomicU32,
+) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !budget_is_shared(http, first, second, &fresh_client(clients)).await {
+        assert!(
+            Instant::now() < deadline,
+            "the gateways never went back to the shared budget"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateways_keep_serving_with_local_limits_while_redis_is_down() {
+    let Some(Deployment {
+        mut redis,
+        gateways,
+        _processes,
+    }) = Deployment::start().await
+    else {
+        return;
+    };
+    let http = reqwest::Client::new();
     let clients = Arc::new(AtomicU32::new(1));
     let [first, second] = &gateways;
 
@@ -170,14 +208,7 @@ async fn gateways_keep_serving_with_local_limits_while_redis_is_down() {
 
     // Redis back on the same port (empty): sharing resumes within seconds.
     redis.restart();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !budget_is_shared(&http, first, second, &fresh_client(&clients)).await {
-        assert!(
-            Instant::now() < deadline,
-            "the gateways never went back to the shared budget"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    wait_until_shared(&http, &gateways, &clients).await;
     let client = fresh_client(&clients);
     let mut ok = 0;
     for round in 0..2 * BURST {
@@ -205,4 +236,41 @@ async fn gateways_keep_serving_with_local_limits_while_redis_is_down() {
         failures.0,
         &failures.1[..failures.1.len().min(5)]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_redis_slows_no_request_and_sharing_resumes_when_it_answers() {
+    let Some(deployment) = Deployment::start().await else {
+        return;
+    };
+    let http = reqwest::Client::new();
+    let clients = AtomicU32::new(1);
+    let [first, second] = &deployment.gateways;
+
+    // Frozen, Redis keeps its connections open and answers nothing: every
+    // command runs into the gateway's short Redis timeout instead.
+    deployment.redis.pause();
+    let client = fresh_client(&clients);
+    for _ in 0..BURST {
+        let started = Instant::now();
+        assert_eq!(read_as(&http, first, &client).await, 200);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "a read waited {:?} on the frozen Redis",
+            started.elapsed()
+        );
+    }
+    assert_eq!(
+        read_as(&http, first, &client).await,
+        429,
+        "the in-process limit holds"
+    );
+    assert_eq!(
+        allowed(&http, second, &client, BURST).await,
+        BURST,
+        "the other gateway counts on its own"
+    );
+
+    deployment.redis.resume();
+    wait_until_shared(&http, &deployment.gateways, &clients).await;
 }
