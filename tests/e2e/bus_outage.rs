@@ -72,6 +72,14 @@ impl NatsProcess {
         self.spawn().expect("nats-server restarts");
     }
 
+    /// Start again on the same port with empty storage, as a replacement
+    /// server without the old one's volume.
+    fn restart_empty(&mut self) {
+        self.kill();
+        self.store = tempfile_dir::Dir::new();
+        self.spawn().expect("nats-server restarts");
+    }
+
     fn spawn(&mut self) -> std::io::Result<()> {
         let child = Command::new(NATS_SERVER)
             .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string()])
@@ -196,87 +204,203 @@ async fn order_status(http: &reqwest::Client, gateway: &str, buyer: &Value, orde
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn orders_placed_while_nats_is_down_are_all_delivered_and_charged_once() {
-    let Some(discovery_nats) = nats_url() else {
-        return;
-    };
-    let Some(orders_db) = database(Backend::Postgres).await else {
-        eprintln!("ZOCALO_TEST_POSTGRES_URL is unset: failure test not run");
-        return;
-    };
-    let Some(mut bus) = NatsProcess::start() else {
-        return;
-    };
-    let config_dir = tempfile_dir::Dir::new();
-    let port = free_port();
-    let gateway = format!("http://127.0.0.1:{port}");
-    let env = with(
-        &deployment_env(&discovery_nats, &unique_bucket(), &gateway),
-        &[("ZOCALO_CONFIG", write_config(&config_dir.0))],
-    );
+/// The book store deployed against a private bus, with a seller, a buyer
+/// and one listed book (10 copies).
+struct Shop {
+    http: reqwest::Client,
+    gateway: String,
+    seller: Value,
+    buyer: Value,
+    book: String,
+    orders_db: zocalo_testkit::TestDatabase,
+    _processes: (Vec<Served>, OrdersWorker, tempfile_dir::Dir),
+}
 
-    let auth = Served::start("auth", &env);
-    let jwks = format!("{}/.well-known/jwks.json", auth.url());
-    let catalog = Served::start(
-        "catalog",
-        &with(&env, &[("ZOCALO_CATALOG__JWKS_URL", jwks.clone())]),
-    );
-    let orders_env = with(
-        &env,
-        &[
-            ("ZOCALO_ORDERS__DATABASE_URL", orders_db.url.clone()),
-            ("ZOCALO_ORDERS__BUS_URL", bus.url()),
-            ("ZOCALO_ORDERS__JWKS_URL", jwks),
-            ("ZOCALO_ORDERS__CATALOG_URL", catalog.url()),
-            (
-                "ZOCALO_ORDERS__TOKEN_URL",
-                format!("{}/auth/token", auth.url()),
-            ),
-            ("ZOCALO_ORDERS__SHIPPING_STEP_MS", "100".into()),
-            // Slow enough that NATS dies while cards are being charged: the
-            // charges finish during the outage and their acks are lost.
-            ("ZOCALO_ORDERS__PAYMENT_LATENCY_MS", "1500".into()),
-            // A job whose ack was lost in the outage comes back soon.
-            ("ZOCALO_ORDERS__JOB_VISIBILITY_MS", "3000".into()),
-        ],
-    );
-    let _orders = Served::start("orders", &orders_env);
-    let _worker = OrdersWorker::start(&orders_env);
-    let _gateway = Served::start(
-        "gateway",
-        &with(
+impl Shop {
+    /// `None` when a backend the test needs is not configured.
+    async fn open(bus: &NatsProcess, payment_latency_ms: u64) -> Option<Self> {
+        let discovery_nats = nats_url()?;
+        let Some(orders_db) = database(Backend::Postgres).await else {
+            eprintln!("ZOCALO_TEST_POSTGRES_URL is unset: failure test not run");
+            return None;
+        };
+        let config_dir = tempfile_dir::Dir::new();
+        let port = free_port();
+        let gateway = format!("http://127.0.0.1:{port}");
+        let env = with(
+            &deployment_env(&discovery_nats, &unique_bucket(), &gateway),
+            &[("ZOCALO_CONFIG", write_config(&config_dir.0))],
+        );
+        let auth = Served::start("auth", &env);
+        let jwks = format!("{}/.well-known/jwks.json", auth.url());
+        let catalog = Served::start(
+            "catalog",
+            &with(&env, &[("ZOCALO_CATALOG__JWKS_URL", jwks.clone())]),
+        );
+        let orders_env = with(
             &env,
             &[
-                ("ZOCALO_GATEWAY__LISTEN", format!("127.0.0.1:{port}")),
-                ("ZOCALO_GATEWAY__RATE_LIMIT__PER_SECOND", "0".into()),
+                ("ZOCALO_ORDERS__DATABASE_URL", orders_db.url.clone()),
+                ("ZOCALO_ORDERS__BUS_URL", bus.url()),
+                ("ZOCALO_ORDERS__JWKS_URL", jwks),
+                ("ZOCALO_ORDERS__CATALOG_URL", catalog.url()),
+                (
+                    "ZOCALO_ORDERS__TOKEN_URL",
+                    format!("{}/auth/token", auth.url()),
+                ),
+                ("ZOCALO_ORDERS__SHIPPING_STEP_MS", "100".into()),
+                (
+                    "ZOCALO_ORDERS__PAYMENT_LATENCY_MS",
+                    payment_latency_ms.to_string(),
+                ),
+                // A job whose ack was lost in the outage comes back soon.
+                ("ZOCALO_ORDERS__JOB_VISIBILITY_MS", "3000".into()),
             ],
-        ),
-    );
-    let http = reqwest::Client::new();
-    // Discovery may take a moment to show every service to the gateway.
+        );
+        let orders = Served::start("orders", &orders_env);
+        let worker = OrdersWorker::start(&orders_env);
+        let gateway_process = Served::start(
+            "gateway",
+            &with(
+                &env,
+                &[
+                    ("ZOCALO_GATEWAY__LISTEN", format!("127.0.0.1:{port}")),
+                    ("ZOCALO_GATEWAY__RATE_LIMIT__PER_SECOND", "0".into()),
+                ],
+            ),
+        );
+        let http = reqwest::Client::new();
+        let seller = first_account(&http, &gateway, "sam@example.com").await;
+        let buyer = super::register_and_login_at(&http, &gateway, "bea@example.com").await;
+        let book = list_book(&http, &gateway, &seller).await;
+        Some(Self {
+            http,
+            gateway,
+            seller,
+            buyer,
+            book,
+            orders_db,
+            _processes: (
+                vec![auth, catalog, orders, gateway_process],
+                worker,
+                config_dir,
+            ),
+        })
+    }
+
+    async fn place_order(&self) -> String {
+        place_order(&self.http, &self.gateway, &self.buyer, &self.book).await
+    }
+
+    async fn status(&self, order: &str) -> Value {
+        order_status(&self.http, &self.gateway, &self.buyer, order).await
+    }
+
+    /// Wait (within `within`) until `order` has `status`.
+    async fn wait_for(&self, order: &str, status: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let current = self.status(order).await;
+            if current["status"] == status {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "order {order} not {status} within {within:?}: {current}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Every order delivered, charged once, one copy each, and one sale each
+    /// in the seller's projection (`sales` in all).
+    async fn assert_all_completed_once(&self, orders: &[String], sales: usize) {
+        let deadline = Instant::now() + SETTLE;
+        for order in orders {
+            self.wait_for(
+                order,
+                "delivered",
+                deadline.saturating_duration_since(Instant::now()),
+            )
+            .await;
+        }
+        let store = zocalo_orders::store::open(&zocalo_store::DatabaseSettings {
+            url: self.orders_db.url.clone(),
+            read_url: None,
+            max_connections: 1,
+        })
+        .await
+        .unwrap();
+        for order in orders {
+            assert_eq!(
+                store.charges(order.parse().unwrap()).await.unwrap(),
+                ["captured"],
+                "order {order} charged exactly once"
+            );
+        }
+        let book: Value = self
+            .http
+            .get(format!("{}/api/books/{}", self.gateway, self.book))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(book["stock"], 10 - sales, "one copy per order");
+        // Every `order.paid` event reached the sales projection, once.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let listed: Value = self
+                .http
+                .get(format!("{}/api/sales?limit=100", self.gateway))
+                .bearer_auth(access(&self.seller))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let count = listed.as_array().map_or(0, Vec::len);
+            assert!(count <= sales, "a sale projected twice: {listed}");
+            if count == sales {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{count} of {sales} sales projected"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Register `email` once the gateway reaches auth (discovery may take a
+/// moment to show every service), and sign in.
+async fn first_account(http: &reqwest::Client, gateway: &str, email: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(20);
-    let seller = loop {
+    loop {
         let registered = http
             .post(format!("{gateway}/auth/register"))
-            .json(
-                &json!({"email": "sam@example.com", "password": "a-good-password", "name": "Sam"}),
-            )
+            .json(&json!({"email": email, "password": "a-good-password", "name": email}))
             .send()
             .await
             .unwrap();
         if registered.status() == 201 {
-            break super::login_at(&http, &gateway, "sam@example.com", "a-good-password").await;
+            return super::login_at(http, gateway, email, "a-good-password").await;
         }
         assert!(Instant::now() < deadline, "the gateway never reached auth");
         tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    let buyer = super::register_and_login_at(&http, &gateway, "bea@example.com").await;
+    }
+}
+
+/// List 10 copies of a book once the gateway reaches catalog.
+async fn list_book(http: &reqwest::Client, gateway: &str, seller: &Value) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
-    let book: Value = loop {
+    loop {
         let listed = http
             .post(format!("{gateway}/api/books"))
-            .bearer_auth(access(&seller))
+            .bearer_auth(access(seller))
             .json(&json!({
                 "title": "Ficciones", "author": "Jorge Luis Borges", "isbn": "9780802130303",
                 "description": "Grove Press paperback.", "condition": "good",
@@ -286,108 +410,74 @@ async fn orders_placed_while_nats_is_down_are_all_delivered_and_charged_once() {
             .await
             .unwrap();
         if listed.status() == 201 {
-            break listed.json().await.unwrap();
+            let book: Value = listed.json().await.unwrap();
+            return book["id"].as_str().unwrap().to_owned();
         }
         assert!(
             Instant::now() < deadline,
             "the gateway never reached catalog"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    let book = book["id"].as_str().unwrap().to_owned();
+    }
+}
 
-    // Orders before the outage; NATS dies while the first is being paid.
+/// Place `count` orders while NATS is down and check that none advances:
+/// the API accepts them into its outbox, but the saga needs the bus.
+async fn place_during_outage(shop: &Shop, count: usize) -> Vec<String> {
     let mut orders = Vec::new();
-    for _ in 0..3 {
-        orders.push(place_order(&http, &gateway, &buyer, &book).await);
-    }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let current = order_status(&http, &gateway, &buyer, &orders[0]).await;
-        if current["status"] == "reserved" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the first order never reached payment: {current}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    bus.kill();
-    // The API keeps accepting orders: they wait in its outbox.
-    for _ in 0..3 {
-        orders.push(place_order(&http, &gateway, &buyer, &book).await);
+    for _ in 0..count {
+        orders.push(shop.place_order().await);
     }
     // Longer than the NATS client's reconnect backoff grows to, so the
     // clients are in their slowest retry cadence when the server returns.
     tokio::time::sleep(OUTAGE).await;
-    // Nothing moved them on meanwhile: the saga really needs the bus.
-    for order in &orders[3..] {
-        let current = order_status(&http, &gateway, &buyer, order).await;
+    for order in &orders {
+        let current = shop.status(order).await;
         assert_ne!(current["status"], "delivered", "no bus, no saga: {current}");
     }
+    orders
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_placed_while_nats_is_down_are_all_delivered_and_charged_once() {
+    let Some(mut bus) = NatsProcess::start() else {
+        return;
+    };
+    // Slow enough that NATS dies while a card is being charged: the charge
+    // finishes during the outage and the job's ack is lost.
+    let Some(shop) = Shop::open(&bus, 1500).await else {
+        return;
+    };
+    let mut orders = Vec::new();
+    for _ in 0..3 {
+        orders.push(shop.place_order().await);
+    }
+    shop.wait_for(&orders[0], "reserved", Duration::from_secs(20))
+        .await;
+    bus.kill();
+    orders.extend(place_during_outage(&shop, 3).await);
     bus.restart();
+    shop.assert_all_completed_once(&orders, orders.len()).await;
+}
 
-    let deadline = Instant::now() + SETTLE;
-    for order in &orders {
-        loop {
-            let current = order_status(&http, &gateway, &buyer, order).await;
-            if current["status"] == "delivered" {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "order {order} not delivered within {SETTLE:?} of NATS returning: {current}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_server_back_without_its_storage_still_gets_the_outbox_through() {
+    let Some(mut bus) = NatsProcess::start() else {
+        return;
+    };
+    let Some(shop) = Shop::open(&bus, 0).await else {
+        return;
+    };
+    // Settled before the outage: nothing of theirs is left in the streams.
+    let before = [shop.place_order().await, shop.place_order().await];
+    for order in &before {
+        shop.wait_for(order, "delivered", SETTLE).await;
     }
-
-    let store = zocalo_orders::store::open(&zocalo_store::DatabaseSettings {
-        url: orders_db.url.clone(),
-        read_url: None,
-        max_connections: 1,
-    })
-    .await
-    .unwrap();
-    for order in &orders {
-        assert_eq!(
-            store.charges(order.parse().unwrap()).await.unwrap(),
-            ["captured"],
-            "order {order} charged exactly once"
-        );
-    }
-    let stock: Value = http
-        .get(format!("{gateway}/api/books/{book}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(stock["stock"], 10 - orders.len(), "one copy per order");
-    // Every `order.paid` event reached the sales projection, once.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let sales: Value = http
-            .get(format!("{gateway}/api/sales?limit=100"))
-            .bearer_auth(access(&seller))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let count = sales.as_array().map_or(0, Vec::len);
-        assert!(count <= orders.len(), "a sale projected twice: {sales}");
-        if count == orders.len() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{count} of {} sales projected",
-            orders.len()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    bus.kill();
+    let during = place_during_outage(&shop, 3).await;
+    // A new server on the same port with empty storage: the running
+    // processes must declare their streams and consumers again.
+    bus.restart_empty();
+    shop.assert_all_completed_once(&during, before.len() + during.len())
+        .await;
 }

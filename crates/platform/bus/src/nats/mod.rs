@@ -19,7 +19,9 @@
 //! consumers. So after a failed publish or pull the bus declares its streams
 //! again and forgets its cached consumers (at most once per
 //! [`HEAL_INTERVAL`]): publishing then finds a stream again, and the next
-//! pull re-creates its durable consumer.
+//! pull re-creates its durable consumer. A pull from a vanished consumer
+//! does not fail, it only finds nothing; so empty pulls check now and then
+//! ([`CONSUMER_CHECK_INTERVAL`]) that their consumer still exists.
 
 mod events;
 mod jobs;
@@ -45,6 +47,9 @@ const HELD_MAX_AGE: Duration = Duration::from_secs(3600);
 /// The least time between two attempts to re-declare the streams, so that
 /// an outage does not turn every failed call into three more requests.
 const HEAL_INTERVAL: Duration = Duration::from_secs(1);
+/// How often an empty pull is followed by a check that its consumer still
+/// exists (one request per interval per process, whatever the consumers).
+const CONSUMER_CHECK_INTERVAL: Duration = Duration::from_secs(3);
 
 #[derive(Clone)]
 pub struct NatsBus {
@@ -69,6 +74,8 @@ struct Inner {
     stream_configs: [stream::Config; 3],
     /// When the streams were last re-declared after a failure.
     healed: Mutex<Option<Instant>>,
+    /// When an empty pull last checked that its consumer exists.
+    consumer_checked: Mutex<Option<Instant>>,
 }
 
 impl NatsBus {
@@ -100,6 +107,7 @@ impl NatsBus {
                 promoted: Mutex::default(),
                 stream_configs,
                 healed: Mutex::default(),
+                consumer_checked: Mutex::default(),
             }),
         })
     }
@@ -176,10 +184,30 @@ impl NatsBus {
         wait: Duration,
     ) -> Result<Option<Message>, BusError> {
         let fetched = fetch_one(consumer, wait).await;
-        if fetched.is_err() {
-            self.heal().await;
+        match &fetched {
+            Err(_) => self.heal().await,
+            // A pull from a consumer the server no longer has just comes
+            // back empty, so an idle consumer asks now and then whether
+            // it still exists.
+            Ok(None) if self.consumer_check_due() => {
+                let mut probe = consumer.clone();
+                if probe.info().await.is_err() {
+                    self.heal().await;
+                }
+            }
+            Ok(_) => {}
         }
         fetched
+    }
+
+    /// True at most once per [`CONSUMER_CHECK_INTERVAL`].
+    fn consumer_check_due(&self) -> bool {
+        let mut checked = lock(&self.inner.consumer_checked);
+        if checked.is_some_and(|at| at.elapsed() < CONSUMER_CHECK_INTERVAL) {
+            return false;
+        }
+        *checked = Some(Instant::now());
+        true
     }
 
     /// After a failure: declare the streams again (a no-op while they
@@ -193,13 +221,15 @@ impl NatsBus {
             }
             *healed = Some(Instant::now());
         }
+        // Forgotten first: while the server is still down the declarations
+        // below fail, and the next use must not trust the old consumers.
+        lock(&self.inner.consumers).clear();
         for config in &self.inner.stream_configs {
             if let Err(error) = create_stream(&self.inner.js, config.clone()).await {
                 tracing::debug!(%error, stream = %config.name, "stream not re-declared");
                 return;
             }
         }
-        lock(&self.inner.consumers).clear();
     }
 }
 
