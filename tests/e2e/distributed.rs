@@ -90,6 +90,26 @@ impl Served {
         assert!(sent.success());
     }
 
+    /// SIGSTOP, returning once every thread of the process is stopped
+    /// (`kill` returns when the signal is sent, not when it took effect).
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+        let stat = format!("/proc/{}/stat", self.child.id());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let state = std::fs::read_to_string(&stat).unwrap_or_default();
+            // The state follows the parenthesised command name.
+            if state
+                .rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('T'))
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the process did not stop");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     pub async fn exit_status(&mut self) -> std::process::ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -138,7 +158,7 @@ pub(crate) fn with(base: &[(String, String)], extra: &[(&str, String)]) -> Vec<(
 
 /// Poll a gateway's metrics until it balances over `count` reviews
 /// instances (as discovery reports them).
-async fn wait_for_instances(http: &reqwest::Client, gateway: &str, count: usize) {
+pub(crate) async fn wait_for_instances(http: &reqwest::Client, gateway: &str, count: usize) {
     let wanted = format!("discovery_instances{{service=\"reviews\"}} {count}");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -162,7 +182,7 @@ async fn wait_for_instances(http: &reqwest::Client, gateway: &str, count: usize)
 }
 
 /// The number of `GET /api/content` requests an instance has answered.
-async fn content_requests(http: &reqwest::Client, instance: &str) -> u64 {
+pub(crate) async fn content_requests(http: &reqwest::Client, instance: &str) -> u64 {
     let metrics = http
         .get(format!("{instance}/metrics"))
         .send()

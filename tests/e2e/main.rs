@@ -7,9 +7,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+mod breaker_outage;
+mod bus_outage;
 mod discovery;
 mod distributed;
 mod otlp;
+mod redis_outage;
 mod service_calls;
 
 const ADMIN_EMAIL: &str = "root@example.com";

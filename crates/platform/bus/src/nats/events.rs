@@ -7,7 +7,7 @@ use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pu
 use async_nats::jetstream::{AckKind, Message};
 use async_trait::async_trait;
 
-use super::{NatsBus, fetch_one};
+use super::NatsBus;
 use crate::{BusError, Event, EventBus, sanitize};
 
 impl NatsBus {
@@ -73,7 +73,7 @@ impl EventBus for NatsBus {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let Some(message) = fetch_one(&consumer, remaining).await? else {
+            let Some(message) = self.fetch(&consumer, remaining).await? else {
                 return Ok(None);
             };
             match serde_json::from_slice::<Event>(&message.payload) {

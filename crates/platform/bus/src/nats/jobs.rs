@@ -12,7 +12,7 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{FETCH_GRACE, NatsBus, fetch_one};
+use super::{FETCH_GRACE, NatsBus};
 use crate::{BusError, Job, JobOptions, JobQueue, sanitize};
 
 /// Delayed jobs looked at per promotion.
@@ -269,7 +269,7 @@ impl JobQueue for NatsBus {
         self.promote_due(queue).await?;
         let consumer = self.ready_consumer(queue, visibility).await?;
         for _ in 0..MAX_EXPIRED_PER_RESERVE {
-            let Some(message) = fetch_one(&consumer, RESERVE_WAIT).await? else {
+            let Some(message) = self.fetch(&consumer, RESERVE_WAIT).await? else {
                 return Ok(None);
             };
             let delivered = message.info().map_err(BusError::unavailable)?.delivered;

@@ -13,6 +13,15 @@
 //!
 //! Acks need the delivered message, so reserved jobs and delivered events
 //! are kept in memory until settled: settle from the process that received.
+//!
+//! The client reconnects by itself, but a server that comes back without
+//! its storage (a fresh pod, a lost volume) has neither streams nor
+//! consumers. So after a failed publish or pull the bus declares its streams
+//! again and forgets its cached consumers (at most once per
+//! [`HEAL_INTERVAL`]): publishing then finds a stream again, and the next
+//! pull re-creates its durable consumer. A pull from a vanished consumer
+//! does not fail, it only finds nothing; so empty pulls check now and then
+//! ([`CONSUMER_CHECK_INTERVAL`]) that their consumer still exists.
 
 mod events;
 mod jobs;
@@ -35,6 +44,12 @@ const EVENT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Deliveries not settled after this long are forgotten (the broker has
 /// redelivered them long ago).
 const HELD_MAX_AGE: Duration = Duration::from_secs(3600);
+/// The least time between two attempts to re-declare the streams, so that
+/// an outage does not turn every failed call into three more requests.
+const HEAL_INTERVAL: Duration = Duration::from_secs(1);
+/// How often an empty pull is followed by a check that its consumer still
+/// exists (one request per interval per process, whatever the consumers).
+const CONSUMER_CHECK_INTERVAL: Duration = Duration::from_secs(3);
 
 #[derive(Clone)]
 pub struct NatsBus {
@@ -55,6 +70,12 @@ struct Inner {
     delivered: Held<(String, uuid::Uuid)>,
     /// When this process last looked for due delayed jobs, per queue.
     promoted: Mutex<HashMap<String, Instant>>,
+    /// What the streams are declared with, to declare them again.
+    stream_configs: [stream::Config; 3],
+    /// When the streams were last re-declared after a failure.
+    healed: Mutex<Option<Instant>>,
+    /// When an empty pull last checked that its consumer exists.
+    consumer_checked: Mutex<Option<Instant>>,
 }
 
 impl NatsBus {
@@ -67,39 +88,11 @@ impl NatsBus {
             .map_err(BusError::unavailable)?;
         let js = jetstream::new(client);
         let names = Names::new(&options.prefix);
-        let jobs = create_stream(
-            &js,
-            stream::Config {
-                name: names.stream("ZOCALO_JOBS"),
-                subjects: vec![names.subject("jobs.>"), names.subject("delayed.>")],
-                retention: RetentionPolicy::WorkQueue,
-                storage: StorageType::File,
-                ..Default::default()
-            },
-        )
-        .await?;
-        let dead = create_stream(
-            &js,
-            stream::Config {
-                name: names.stream("ZOCALO_DEAD"),
-                subjects: vec![names.subject("dead.>")],
-                max_age: DEAD_RETENTION,
-                storage: StorageType::File,
-                ..Default::default()
-            },
-        )
-        .await?;
-        let events = create_stream(
-            &js,
-            stream::Config {
-                name: names.stream("ZOCALO_EVENTS"),
-                subjects: vec![names.subject("events.>")],
-                max_age: EVENT_RETENTION,
-                storage: StorageType::File,
-                ..Default::default()
-            },
-        )
-        .await?;
+        let stream_configs = stream_configs(&names);
+        let [jobs, dead, events] = stream_configs.clone();
+        let jobs = create_stream(&js, jobs).await?;
+        let dead = create_stream(&js, dead).await?;
+        let events = create_stream(&js, events).await?;
         Ok(Self {
             inner: Arc::new(Inner {
                 js,
@@ -112,6 +105,9 @@ impl NatsBus {
                 reserved: Held::default(),
                 delivered: Held::default(),
                 promoted: Mutex::default(),
+                stream_configs,
+                healed: Mutex::default(),
+                consumer_checked: Mutex::default(),
             }),
         })
     }
@@ -148,10 +144,13 @@ impl NatsBus {
         if let Some(consumer) = lock(&self.inner.consumers).get(&key) {
             return Ok(consumer.clone());
         }
-        let consumer = stream
-            .get_or_create_consumer(name, config())
-            .await
-            .map_err(BusError::unavailable)?;
+        let consumer = match stream.get_or_create_consumer(name, config()).await {
+            Ok(consumer) => consumer,
+            Err(error) => {
+                self.heal().await;
+                return Err(BusError::unavailable(error));
+            }
+        };
         lock(&self.inner.consumers).insert(key, consumer.clone());
         Ok(consumer)
     }
@@ -171,14 +170,75 @@ impl NatsBus {
         if let Some(traceparent) = traceparent {
             headers.insert(TRACEPARENT, traceparent);
         }
-        self.inner
-            .js
-            .publish_with_headers(subject, headers, body.into())
-            .await
-            .map_err(BusError::unavailable)?
-            .await
-            .map_err(BusError::unavailable)?;
-        Ok(())
+        let stored = async {
+            self.inner
+                .js
+                .publish_with_headers(subject, headers, body.into())
+                .await
+                .map_err(BusError::unavailable)?
+                .await
+                .map_err(BusError::unavailable)
+        }
+        .await;
+        if stored.is_err() {
+            self.heal().await;
+        }
+        stored.map(drop)
+    }
+
+    /// [`fetch_one`], healing the bus when the pull fails.
+    async fn fetch(
+        &self,
+        consumer: &PullConsumer,
+        wait: Duration,
+    ) -> Result<Option<Message>, BusError> {
+        let fetched = fetch_one(consumer, wait).await;
+        match &fetched {
+            Err(_) => self.heal().await,
+            // A pull from a consumer the server no longer has just comes
+            // back empty, so an idle consumer asks now and then whether
+            // it still exists.
+            Ok(None) if self.consumer_check_due() => {
+                let mut probe = consumer.clone();
+                if probe.info().await.is_err() {
+                    self.heal().await;
+                }
+            }
+            Ok(_) => {}
+        }
+        fetched
+    }
+
+    /// True at most once per [`CONSUMER_CHECK_INTERVAL`].
+    fn consumer_check_due(&self) -> bool {
+        let mut checked = lock(&self.inner.consumer_checked);
+        if checked.is_some_and(|at| at.elapsed() < CONSUMER_CHECK_INTERVAL) {
+            return false;
+        }
+        *checked = Some(Instant::now());
+        true
+    }
+
+    /// After a failure: declare the streams again (a no-op while they
+    /// exist) and drop the cached consumers, so that a server which lost
+    /// its storage gets both back. Throttled to once per [`HEAL_INTERVAL`].
+    async fn heal(&self) {
+        {
+            let mut healed = lock(&self.inner.healed);
+            if healed.is_some_and(|at| at.elapsed() < HEAL_INTERVAL) {
+                return;
+            }
+            *healed = Some(Instant::now());
+        }
+        // Forgotten first: while the server is still down the declarations
+        // below fail, and the next use must not trust the old consumers.
+        lock(&self.inner.consumers).clear();
+        for config in &self.inner.stream_configs {
+            if let Err(error) = create_stream(&self.inner.js, config.clone()).await {
+                tracing::debug!(%error, stream = %config.name, "stream not re-declared");
+                return;
+            }
+        }
     }
 }
 
@@ -220,6 +280,33 @@ async fn fetch_one(consumer: &PullConsumer, wait: Duration) -> Result<Option<Mes
 const MIN_EXPIRES: Duration = Duration::from_millis(10);
 /// How much later than its expiry a pull request may end before we give up.
 pub(super) const FETCH_GRACE: Duration = Duration::from_secs(5);
+
+/// The jobs, dead-letter and events streams of a namespace.
+fn stream_configs(names: &Names) -> [stream::Config; 3] {
+    [
+        stream::Config {
+            name: names.stream("ZOCALO_JOBS"),
+            subjects: vec![names.subject("jobs.>"), names.subject("delayed.>")],
+            retention: RetentionPolicy::WorkQueue,
+            storage: StorageType::File,
+            ..Default::default()
+        },
+        stream::Config {
+            name: names.stream("ZOCALO_DEAD"),
+            subjects: vec![names.subject("dead.>")],
+            max_age: DEAD_RETENTION,
+            storage: StorageType::File,
+            ..Default::default()
+        },
+        stream::Config {
+            name: names.stream("ZOCALO_EVENTS"),
+            subjects: vec![names.subject("events.>")],
+            max_age: EVENT_RETENTION,
+            storage: StorageType::File,
+            ..Default::default()
+        },
+    ]
+}
 
 async fn create_stream(
     js: &jetstream::Context,

@@ -33,6 +33,7 @@ macro_rules! bus_tests {
 mod events;
 mod inbox;
 mod jobs;
+mod nats_restart;
 mod outbox;
 mod support;
 mod trace_context;
