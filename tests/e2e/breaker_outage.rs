@@ -67,6 +67,9 @@ impl Deployment {
                     ("ZOCALO_GATEWAY__TRY_TIMEOUT_MS", "300".into()),
                     ("ZOCALO_GATEWAY__BREAKER__OPEN_MS", "1000".into()),
                     ("ZOCALO_GATEWAY__BREAKER__MAX_OPEN_MS", "2000".into()),
+                    // Every read must reach an instance: the response cache
+                    // would answer repeated reads itself.
+                    ("ZOCALO_GATEWAY__CACHE__ENABLED", "false".into()),
                 ],
             ),
         );

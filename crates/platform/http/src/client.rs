@@ -38,6 +38,7 @@ use zocalo_discovery::Instances;
 use crate::Problem;
 use crate::balance::{
     Balancer, BreakerSettings, EndpointId, InvalidEndpoint, Pick, RetrySettings, Strategy,
+    report_answer, worth_another_instance,
 };
 
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -437,8 +438,8 @@ impl ServiceRequest<'_> {
             request = request.body(body.clone());
         }
         let outcome = match request.send().await {
-            Ok(response) if !is_failure_status(response.status()) => {
-                pick.success();
+            Ok(response) if !worth_another_instance(response.status()) => {
+                report_answer(pick, response.status());
                 return Ok(response);
             }
             Ok(response) => Failure::Status(response.status()),
@@ -449,13 +450,6 @@ impl ServiceRequest<'_> {
         pick.failure();
         Err(outcome)
     }
-}
-
-fn is_failure_status(status: StatusCode) -> bool {
-    matches!(
-        status,
-        StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
-    )
 }
 
 /// Another instance than those tried, if there is one and the retry budget

@@ -243,22 +243,29 @@ async fn the_last_failure_is_a_bad_gateway() {
     assert_eq!(failing.hits(), 1, "one instance: one try");
 }
 
+/// A 500 may be about the request: it reaches the caller, never retried.
+/// But an instance answering only 500s is broken, and its breaker opens.
 #[tokio::test]
-async fn a_500_is_the_callers_answer_not_an_instance_failure() {
+async fn a_500_reaches_the_caller_and_an_instance_giving_only_500s_is_ejected() {
     let broken = Stub::start(Behaviour::Broken).await;
     let healthy = Stub::start(Behaviour::Ok).await;
     let client = client(&[&broken.url, &healthy.url]);
     let mut errors = 0;
-    for _ in 0..20 {
+    for _ in 0..40 {
         let response = client.get("/bug").send().await.expect("an answer");
         if response.status() == 500 {
             errors += 1;
         }
     }
-    // Neither retried nor ejected: every 500 reached the caller.
+    // Not retried: every 500 the broken instance gave reached the caller.
     assert_eq!(errors, broken.hits());
-    assert_eq!(broken.hits() + healthy.hits(), 20);
-    assert_eq!(state_of(&client, &broken.url), BreakerState::Closed);
+    assert_eq!(broken.hits() + healthy.hits(), 40);
+    assert_eq!(
+        broken.hits(),
+        settings().breaker.consecutive_failures as usize,
+        "ejected after its streak of 500s"
+    );
+    assert_eq!(state_of(&client, &broken.url), BreakerState::Open);
 }
 
 fn instances(urls: &[&String]) -> Instances {

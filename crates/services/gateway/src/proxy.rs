@@ -32,7 +32,7 @@ use axum::http::header::{
     UPGRADE,
 };
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, Version};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::uri::PathAndQuery;
@@ -44,7 +44,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::time::Instant;
 use zocalo_cache::Redis;
 use zocalo_http::auth::{KeySource, TokenError, TokenVerifier};
-use zocalo_http::balance::{Endpoint, EndpointId, Pick};
+use zocalo_http::balance::{Endpoint, EndpointId, Pick, report_answer, worth_another_instance};
 use zocalo_http::client_ip::{client_ip, peer_ip};
 use zocalo_http::ratelimit::RateLimiter;
 use zocalo_http::server::REQUEST_ID;
@@ -309,8 +309,8 @@ impl Gateway {
                 upstream_request(&method, path.clone(), try_headers, pick.endpoint(), body)?;
             let budget = try_timeout.min(deadline.saturating_duration_since(Instant::now()));
             let failure = match tokio::time::timeout(budget, self.client.request(request)).await {
-                Ok(Ok(response)) if !is_upstream_failure(response.status()) => {
-                    pick.success();
+                Ok(Ok(response)) if !worth_another_instance(response.status()) => {
+                    report_answer(&mut pick, response.status());
                     return Ok((response, pick));
                 }
                 Ok(Ok(response)) => Failure::Status(response),
@@ -595,15 +595,6 @@ fn may_resend(method: &Method, headers: &HeaderMap) -> bool {
     ) || headers.contains_key(IDEMPOTENCY_KEY)
 }
 
-/// The answers that mean "this instance cannot serve now" rather than "this
-/// request failed": worth another instance, and counted by the breaker.
-fn is_upstream_failure(status: StatusCode) -> bool {
-    matches!(
-        status,
-        StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
-    )
-}
-
 /// One try's request: the client's method, path and headers, addressed to
 /// `endpoint` (its authority is the `Host`, HTTP/1.1 whatever the client
 /// spoke).
@@ -678,6 +669,9 @@ impl hyper::body::Body for Tracked {
 
 #[cfg(test)]
 mod tests {
+    use axum::http::StatusCode;
+    use zocalo_http::balance::counts_against_instance;
+
     use super::*;
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
@@ -759,12 +753,17 @@ mod tests {
     }
 
     #[test]
-    fn only_gateway_statuses_count_against_an_instance() {
-        for status in [502, 503, 504] {
-            assert!(is_upstream_failure(StatusCode::from_u16(status).unwrap()));
+    fn gateway_statuses_are_retried_and_500_counts_against_the_instance() {
+        let status = |code| StatusCode::from_u16(code).unwrap();
+        for code in [502, 503, 504] {
+            assert!(worth_another_instance(status(code)));
+            assert!(counts_against_instance(status(code)));
         }
-        for status in [200, 404, 429, 500, 501] {
-            assert!(!is_upstream_failure(StatusCode::from_u16(status).unwrap()));
+        assert!(!worth_another_instance(status(500)));
+        assert!(counts_against_instance(status(500)));
+        for code in [200, 404, 429, 501] {
+            assert!(!worth_another_instance(status(code)));
+            assert!(!counts_against_instance(status(code)));
         }
     }
 

@@ -39,6 +39,32 @@ pub use breaker::BreakerState;
 pub use budget::RetryBudget;
 pub use endpoint::{DEFAULT_WEIGHT, Endpoint, EndpointId, InvalidEndpoint};
 
+/// Answers meaning "this instance cannot serve now" rather than "this
+/// request failed": worth trying another instance (when the request may be
+/// sent again).
+pub fn worth_another_instance(status: http::StatusCode) -> bool {
+    matches!(status.as_u16(), 502..=504)
+}
+
+/// Answers that count against the instance in its breaker: the above, and
+/// 500. A 500 goes back to the caller as it is (it may be about this one
+/// request, so it is never retried), but an instance answering nothing but
+/// 500s is as broken as one that hangs, and its breaker must open; one
+/// success in between resets the streak, so a single bad request pattern
+/// does not eject a healthy instance.
+pub fn counts_against_instance(status: http::StatusCode) -> bool {
+    status == http::StatusCode::INTERNAL_SERVER_ERROR || worth_another_instance(status)
+}
+
+/// Report an answer's outcome to the breaker of the instance that gave it.
+pub fn report_answer(pick: &mut Pick, status: http::StatusCode) {
+    if counts_against_instance(status) {
+        pick.failure();
+    } else {
+        pick.success();
+    }
+}
+
 /// Metric handles are registered once, when an endpoint or budget is
 /// created, and a handle taken before the recorder exists stays a no-op
 /// forever: make sure the process-wide recorder is installed first.

@@ -29,6 +29,8 @@ enum Mode {
     BadGateway = 1,
     /// Never answers (within any test's patience).
     Hang = 2,
+    /// 500, as an instance whose every request crashes.
+    Broken = 3,
 }
 
 #[derive(Clone)]
@@ -84,6 +86,7 @@ async fn answer(State(state): State<StubState>, body: Bytes) -> Response {
     match state.mode.load(Ordering::SeqCst) {
         0 => ([("x-instance", state.name)], body).into_response(),
         1 => (StatusCode::BAD_GATEWAY, "down").into_response(),
+        3 => (StatusCode::INTERNAL_SERVER_ERROR, "crashed").into_response(),
         _ => {
             tokio::time::sleep(Duration::from_secs(60)).await;
             "too late".into_response()
@@ -168,6 +171,49 @@ async fn a_failing_instance_is_ejected_and_clients_see_no_failures() {
         text.lines()
             .any(|l| l.starts_with("upstream_retries_total{") && l.contains(r#"service="things""#)),
         "{text}"
+    );
+}
+
+/// A 500 may be about the request, so it reaches the client unretried; but
+/// an instance answering nothing else is broken, and its breaker opens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_answering_only_500s_is_ejected_then_readmitted_when_healed() {
+    let tokens = TestTokens::new();
+    let other = spawn_upstream("other", &tokens).await;
+    let good = Stub::spawn("good", Mode::Healthy).await;
+    let broken = Stub::spawn("broken", Mode::Broken).await;
+    let mut settings = things(&other.url, &[&good.url, &broken.url]);
+    settings.balancing = Strategy::RoundRobin;
+    settings.breaker = BreakerSettings {
+        consecutive_failures: 3,
+        open_ms: 1_000,
+        ..BreakerSettings::default()
+    };
+    let gateway = spawn_gateway(settings).await;
+
+    let mut errors = 0;
+    for _ in 0..40 {
+        match get_things(&gateway).await.status().as_u16() {
+            200 => {}
+            500 => errors += 1,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(
+        errors, 3,
+        "500s are relayed, not retried, until the breaker opens"
+    );
+    assert_eq!(broken.hits(), 3, "no traffic once ejected");
+
+    broken.set_mode(Mode::Healthy);
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    for _ in 0..20 {
+        assert_eq!(get_things(&gateway).await.status(), 200);
+    }
+    assert!(
+        broken.hits() > 3 + 5,
+        "the healed instance is probed, closed and balanced to again ({} hits)",
+        broken.hits()
     );
 }
 
