@@ -40,9 +40,7 @@ ADMIN_EMAIL=admin@example.com
 ADMIN_PASSWORD=bench-admin-password-1
 
 unset_zocalo_env
-for tool in wrk jq curl nginx psql python3; do
-    command -v "$tool" >/dev/null || die "$tool is required (bench/reviews.sh installs it)"
-done
+install_bench_packages
 
 OUT=$(mktemp -d /tmp/zocalo-bench-dist.XXXXXX)
 RUN=$(mktemp -d /tmp/zocalo-bench-dist-run.XXXXXX)

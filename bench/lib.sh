@@ -105,6 +105,25 @@ register() { # email password name -> user id
         jq -er .id
 }
 
+# The Debian packages every scenario needs, installed when missing. Debian's
+# nginx packages start a server on :80 when installed; the scenarios run
+# their own instance and leave the system one alone.
+install_bench_packages() {
+    local missing=()
+    command -v wrk >/dev/null || missing+=(wrk)
+    command -v jq >/dev/null || missing+=(jq)
+    command -v curl >/dev/null || missing+=(curl)
+    command -v nginx >/dev/null || missing+=(nginx-light)
+    command -v psql >/dev/null || missing+=(postgresql-client)
+    if ((${#missing[@]})); then
+        log "installing ${missing[*]}"
+        apt-get update -qq
+        apt-get install -y -qq "${missing[@]}" >/dev/null ||
+            apt-get install -y -qq "${missing[@]/nginx-light/nginx}" >/dev/null
+    fi
+    command -v python3 >/dev/null || die "python3 is required"
+}
+
 # Build (unless BENCH_SKIP_BUILD=1) and copy the release binary to
 # $BIN_COPY/zocalo: a rebuild in the shared target dir during the run must
 # not swap the binary under us. The caller removes $BIN_COPY at exit.

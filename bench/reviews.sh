@@ -56,21 +56,7 @@ unset_zocalo_env
 
 # --- 1. tools ---------------------------------------------------------------
 install_tools() {
-    local missing=()
-    command -v wrk >/dev/null || missing+=(wrk)
-    command -v jq >/dev/null || missing+=(jq)
-    command -v curl >/dev/null || missing+=(curl)
-    command -v nginx >/dev/null || missing+=(nginx-light)
-    command -v psql >/dev/null || missing+=(postgresql-client)
-    if ((${#missing[@]})); then
-        log "installing ${missing[*]}"
-        apt-get update -qq
-        apt-get install -y -qq "${missing[@]}" >/dev/null ||
-            apt-get install -y -qq "${missing[@]/nginx-light/nginx}" >/dev/null
-    fi
-    # Debian's nginx packages start a server on :80 when installed; we run
-    # our own instance and leave the system one alone.
-    command -v python3 >/dev/null || die "python3 is required"
+    install_bench_packages
     # Fixed-rate latency: wrk cannot pace requests and wrk2 is not packaged
     # in Debian; oha (crates.io) can, with coordinated-omission correction.
     # It is built in its own target dir so that the workspace's release
