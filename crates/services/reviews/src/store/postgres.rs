@@ -183,6 +183,33 @@ fn stats_from_row(row: &Row, offset: usize) -> ReviewStats {
     }
 }
 
+impl PostgresStore {
+    /// Create a resource at most once per Idempotency-Key: the key is
+    /// claimed first in the transaction (a concurrent request with it must
+    /// wait there, not on a unique index of the resource, where it would
+    /// fail as a duplicate), then `insert` runs, and the answer to replay is
+    /// stored with the resource. A key used before returns its record.
+    async fn create_once<T: Serialize>(
+        &self,
+        claim: Option<IdempotencyClaim>,
+        kind: ResourceKind,
+        id: Uuid,
+        insert: impl AsyncFnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<Created<T>, StoreError> {
+        let mut client = self.pools.writer().await?;
+        sweep_expired_keys(&client, claim.as_ref()).await;
+        let tx = client.transaction().await?;
+        if let Some(record) = claim_key(&tx, claim.as_ref(), kind, id).await? {
+            tx.rollback().await?;
+            return Ok(Created::Existing(record));
+        }
+        let created = insert(&tx).await?;
+        record_response(&tx, claim.as_ref(), &created).await?;
+        tx.commit().await?;
+        Ok(Created::New(created))
+    }
+}
+
 #[async_trait]
 impl ReviewsStore for PostgresStore {
     async fn create_camera(
@@ -190,33 +217,25 @@ impl ReviewsStore for PostgresStore {
         camera: Camera,
         claim: Option<IdempotencyClaim>,
     ) -> Result<Created<Camera>, StoreError> {
-        let mut client = self.pools.writer().await?;
-        sweep_expired_keys(&client, claim.as_ref()).await;
-        let tx = client.transaction().await?;
-        // The key first: a concurrent request with it must wait here, not
-        // on the brand/model index (where it would fail as a duplicate).
-        if let Some(record) =
-            claim_key(&tx, claim.as_ref(), ResourceKind::Camera, camera.id).await?
-        {
-            tx.rollback().await?;
-            return Ok(Created::Existing(record));
-        }
-        tx.execute(
-            &format!("INSERT INTO cameras ({CAMERA_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"),
-            &[
-                &camera.id,
-                &camera.brand,
-                &camera.model,
-                &camera.sensor,
-                &camera.megapixels,
-                &camera.released,
-                &camera.created_at,
-            ],
-        )
-        .await?;
-        record_response(&tx, claim.as_ref(), &camera).await?;
-        tx.commit().await?;
-        Ok(Created::New(camera))
+        self.create_once(claim, ResourceKind::Camera, camera.id, async |tx| {
+            tx.execute(
+                &format!(
+                    "INSERT INTO cameras ({CAMERA_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                ),
+                &[
+                    &camera.id,
+                    &camera.brand,
+                    &camera.model,
+                    &camera.sensor,
+                    &camera.megapixels,
+                    &camera.released,
+                    &camera.created_at,
+                ],
+            )
+            .await?;
+            Ok(camera)
+        })
+        .await
     }
 
     async fn camera(&self, id: Uuid) -> Result<Option<Camera>, StoreError> {
@@ -246,30 +265,26 @@ impl ReviewsStore for PostgresStore {
         lens: Lens,
         claim: Option<IdempotencyClaim>,
     ) -> Result<Created<Lens>, StoreError> {
-        let mut client = self.pools.writer().await?;
-        sweep_expired_keys(&client, claim.as_ref()).await;
-        let tx = client.transaction().await?;
-        if let Some(record) = claim_key(&tx, claim.as_ref(), ResourceKind::Lens, lens.id).await? {
-            tx.rollback().await?;
-            return Ok(Created::Existing(record));
-        }
-        tx.execute(
-            &format!("INSERT INTO lenses ({LENS_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"),
-            &[
-                &lens.id,
-                &lens.brand,
-                &lens.model,
-                &lens.mount,
-                &lens.focal_min_mm,
-                &lens.focal_max_mm,
-                &lens.max_aperture,
-                &lens.created_at,
-            ],
-        )
-        .await?;
-        record_response(&tx, claim.as_ref(), &lens).await?;
-        tx.commit().await?;
-        Ok(Created::New(lens))
+        self.create_once(claim, ResourceKind::Lens, lens.id, async |tx| {
+            tx.execute(
+                &format!(
+                    "INSERT INTO lenses ({LENS_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                ),
+                &[
+                    &lens.id,
+                    &lens.brand,
+                    &lens.model,
+                    &lens.mount,
+                    &lens.focal_min_mm,
+                    &lens.focal_max_mm,
+                    &lens.max_aperture,
+                    &lens.created_at,
+                ],
+            )
+            .await?;
+            Ok(lens)
+        })
+        .await
     }
 
     async fn lens(&self, id: Uuid) -> Result<Option<Lens>, StoreError> {
@@ -299,16 +314,8 @@ impl ReviewsStore for PostgresStore {
         review: NewReview,
         claim: Option<IdempotencyClaim>,
     ) -> Result<Created<Review>, StoreError> {
-        let mut client = self.pools.writer().await?;
-        sweep_expired_keys(&client, claim.as_ref()).await;
-        let tx = client.transaction().await?;
-        if let Some(record) =
-            claim_key(&tx, claim.as_ref(), ResourceKind::Review, review.id).await?
-        {
-            tx.rollback().await?;
-            return Ok(Created::Existing(record));
-        }
-        tx.execute(
+        self.create_once(claim, ResourceKind::Review, review.id, async |tx| {
+            tx.execute(
                 "INSERT INTO reviews (id, title, content, rating, camera_id, lens_id, editor_id, editor_name, created_at, updated_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
                 &[
@@ -318,12 +325,11 @@ impl ReviewsStore for PostgresStore {
                 ],
             )
             .await?;
-        let created = load_review(&*tx, review.id)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        record_response(&tx, claim.as_ref(), &created).await?;
-        tx.commit().await?;
-        Ok(Created::New(created))
+            load_review(tx, review.id)
+                .await?
+                .ok_or(StoreError::NotFound)
+        })
+        .await
     }
 
     async fn review(&self, id: Uuid) -> Result<Option<Review>, StoreError> {
