@@ -34,7 +34,9 @@ struct Deployment {
 }
 
 impl Deployment {
-    async fn start(nats_url: &str, instances: usize) -> Self {
+    /// `None` when NATS is not configured.
+    async fn start(instances: usize) -> Option<Self> {
+        let nats_url = &nats_url("failure")?;
         let port = free_port();
         let gateway = format!("http://127.0.0.1:{port}");
         let env = with(
@@ -63,11 +65,23 @@ impl Deployment {
             ),
         );
         wait_for_instances(&reqwest::Client::new(), &gateway, instances).await;
-        Self {
+        Some(Self {
             gateway,
             reviews,
             _gateway: gateway_process,
-        }
+        })
+    }
+
+    /// Poll until the gateway reports the breaker of `instance` in state
+    /// `wanted`, within `within`.
+    async fn wait_for_breaker(
+        &self,
+        http: &reqwest::Client,
+        instance: &Served,
+        wanted: u8,
+        within: Duration,
+    ) {
+        wait_for_breaker(http, &self.gateway, &instance.url(), wanted, within).await;
     }
 }
 
@@ -138,10 +152,9 @@ async fn read_load(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_instance_is_cut_off_by_its_breaker_and_readmitted_when_it_heals() {
-    let Some(nats_url) = nats_url("failure") else {
+    let Some(deployment) = Deployment::start(2).await else {
         return;
     };
-    let deployment = Deployment::start(&nats_url, 2).await;
     let http = reqwest::Client::new();
     let hanging = &deployment.reviews[0];
     let healthy = &deployment.reviews[1];
@@ -161,14 +174,9 @@ async fn a_hanging_instance_is_cut_off_by_its_breaker_and_readmitted_when_it_hea
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     hanging.freeze();
-    wait_for_breaker(
-        &http,
-        &deployment.gateway,
-        &hanging.url(),
-        2,
-        Duration::from_secs(10),
-    )
-    .await;
+    deployment
+        .wait_for_breaker(&http, hanging, 2, Duration::from_secs(10))
+        .await;
     // Stay frozen a while under load: the breaker's trials keep failing.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let healthy_before = content_requests(&http, &healthy.url()).await;
@@ -176,14 +184,9 @@ async fn a_hanging_instance_is_cut_off_by_its_breaker_and_readmitted_when_it_hea
 
     hanging.signal("-CONT");
     let thawed_before = content_requests(&http, &hanging.url()).await;
-    wait_for_breaker(
-        &http,
-        &deployment.gateway,
-        &hanging.url(),
-        0,
-        Duration::from_secs(10),
-    )
-    .await;
+    deployment
+        .wait_for_breaker(&http, hanging, 0, Duration::from_secs(10))
+        .await;
     // Back in rotation: it answers real traffic again.
     wait_for_traffic(&http, &hanging.url(), thawed_before, "the healed instance").await;
 
@@ -235,10 +238,9 @@ async fn timed_read(http: &reqwest::Client, gateway: &str) -> Answer {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lone_hanging_instance_gets_fast_problem_answers_then_recovers() {
-    let Some(nats_url) = nats_url("failure") else {
+    let Some(deployment) = Deployment::start(1).await else {
         return;
     };
-    let deployment = Deployment::start(&nats_url, 1).await;
     let http = reqwest::Client::new();
     let only = &deployment.reviews[0];
     assert_eq!(timed_read(&http, &deployment.gateway).await.status, 200);
@@ -269,14 +271,9 @@ async fn a_lone_hanging_instance_gets_fast_problem_answers_then_recovers() {
         answers.iter().any(|answer| answer.status == 503),
         "the breaker opened: later requests are refused without a try"
     );
-    wait_for_breaker(
-        &http,
-        &deployment.gateway,
-        &only.url(),
-        2,
-        Duration::from_secs(5),
-    )
-    .await;
+    deployment
+        .wait_for_breaker(&http, only, 2, Duration::from_secs(5))
+        .await;
 
     only.signal("-CONT");
     eventually(
@@ -295,12 +292,7 @@ async fn a_lone_hanging_instance_gets_fast_problem_answers_then_recovers() {
         },
     )
     .await;
-    wait_for_breaker(
-        &http,
-        &deployment.gateway,
-        &only.url(),
-        0,
-        Duration::from_secs(5),
-    )
-    .await;
+    deployment
+        .wait_for_breaker(&http, only, 0, Duration::from_secs(5))
+        .await;
 }

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use zocalo_testkit::{Backend, database};
 
 use super::distributed::{Served, deployment_env, with};
-use super::support::{eventually, json, nats_url, unique_bucket};
+use super::support::{eventually, json, nats_url, one_copy_order, unique_bucket};
 use super::{access, free_port, tempfile_dir};
 
 /// How long every order gets to reach its final state once NATS is back.
@@ -129,12 +129,12 @@ async fn place_order(http: &reqwest::Client, gateway: &str, buyer: &Value, book:
         .post(format!("{gateway}/api/orders"))
         .bearer_auth(access(buyer))
         .header("idempotency-key", uuid::Uuid::new_v4().to_string())
-        .json(&json!({
-            "items": [{"book_id": book, "quantity": 1}],
-            "shipping_address": "Calle Falsa 123, Springfield",
-            "provider": "dhl",
-            "card": "4242 4242 4242 4242"
-        }))
+        .json(&one_copy_order(
+            book,
+            "Calle Falsa 123, Springfield",
+            "dhl",
+            "4242 4242 4242 4242",
+        ))
         .timeout(Duration::from_secs(10))
         .send()
         .await

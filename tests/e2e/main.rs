@@ -324,12 +324,12 @@ async fn a_buyer_receives_a_book_a_seller_listed() {
         .post(stack.url("/api/orders"))
         .bearer_auth(access(&buyer))
         .header("idempotency-key", "first-purchase")
-        .json(&json!({
-            "items": [{"book_id": book["id"], "quantity": 1}],
-            "shipping_address": "Corrientes 1234, Buenos Aires",
-            "provider": "dhl",
-            "card": "4242 4242 4242 4242"
-        }))
+        .json(&support::one_copy_order(
+            book["id"].clone(),
+            "Corrientes 1234, Buenos Aires",
+            "dhl",
+            "4242 4242 4242 4242",
+        ))
         .send()
         .await
         .unwrap();
@@ -428,12 +428,12 @@ async fn a_process_killed_mid_payment_resumes_and_charges_once() {
         .post(first.url("/api/orders"))
         .bearer_auth(access(&buyer))
         .header("idempotency-key", "crash-test")
-        .json(&json!({
-            "items": [{"book_id": book["id"], "quantity": 1}],
-            "shipping_address": "Comala, Colima",
-            "provider": "fedex",
-            "card": "4242424242424242"
-        }))
+        .json(&support::one_copy_order(
+            book["id"].clone(),
+            "Comala, Colima",
+            "fedex",
+            "4242424242424242",
+        ))
         .send()
         .await
         .unwrap();

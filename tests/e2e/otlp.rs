@@ -61,6 +61,26 @@ impl Collector {
         }
     }
 
+    /// The spans of `trace_id` once `complete` holds for them, or those
+    /// received when `within` has passed (the caller's assertions say
+    /// what was missing).
+    async fn spans_once(
+        &self,
+        trace_id: &str,
+        within: Duration,
+        every: Duration,
+        complete: impl Fn(&[Received]) -> bool,
+    ) -> Vec<Received> {
+        let deadline = Instant::now() + within;
+        loop {
+            let spans = self.in_trace(trace_id);
+            if complete(&spans) || Instant::now() > deadline {
+                return spans;
+            }
+            tokio::time::sleep(every).await;
+        }
+    }
+
     fn in_trace(&self, trace_id: &str) -> Vec<Received> {
         let spans = self.spans.lock().unwrap();
         spans
@@ -156,14 +176,14 @@ async fn a_requests_spans_reach_the_otlp_collector_in_the_clients_trace() {
     assert!(status.success(), "zocalo stopped cleanly: {status}");
     // The flush happened before the process exited; a short grace covers
     // the collector's own bookkeeping.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let spans = loop {
-        let spans = collector.in_trace(TRACE_ID);
-        if spans.len() >= 2 || Instant::now() > deadline {
-            break spans;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let spans = collector
+        .spans_once(
+            TRACE_ID,
+            Duration::from_secs(5),
+            Duration::from_millis(50),
+            |spans| spans.len() >= 2,
+        )
+        .await;
     assert!(
         spans.len() >= 2,
         "gateway and service spans: {spans:?}; all received: {:?}",
@@ -206,12 +226,12 @@ async fn an_orders_saga_runs_in_the_trace_of_the_request_that_placed_it() {
         .bearer_auth(crate::access(&buyer))
         .header("traceparent", format!("00-{ORDER_TRACE}-{CLIENT_SPAN}-01"))
         .header("idempotency-key", "traced-purchase")
-        .json(&serde_json::json!({
-            "items": [{"book_id": book["id"], "quantity": 1}],
-            "shipping_address": "Corrientes 1234, Buenos Aires",
-            "provider": "dhl",
-            "card": "4242 4242 4242 4242"
-        }))
+        .json(&crate::support::one_copy_order(
+            book["id"].clone(),
+            "Corrientes 1234, Buenos Aires",
+            "dhl",
+            "4242 4242 4242 4242",
+        ))
         .send()
         .await
         .unwrap();
@@ -232,19 +252,20 @@ async fn an_orders_saga_runs_in_the_trace_of_the_request_that_placed_it() {
             .cloned()
             .collect()
     };
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let spans = loop {
-        let spans = collector.in_trace(ORDER_TRACE);
-        let complete = ["gateway", "orders", "catalog"]
-            .iter()
-            .all(|service| served_by(&spans, service))
-            && spans.iter().any(|s| s.name == "job")
-            && orphans(&spans).is_empty();
-        if complete || Instant::now() > deadline {
-            break spans;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let spans = collector
+        .spans_once(
+            ORDER_TRACE,
+            Duration::from_secs(15),
+            Duration::from_millis(100),
+            |spans| {
+                ["gateway", "orders", "catalog"]
+                    .iter()
+                    .all(|service| served_by(spans, service))
+                    && spans.iter().any(|s| s.name == "job")
+                    && orphans(spans).is_empty()
+            },
+        )
+        .await;
     let names: Vec<(&str, Option<&str>)> = spans
         .iter()
         .map(|s| (s.name.as_str(), s.served_by.as_deref()))

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use zocalo_testkit::{Backend, database};
 
 use super::distributed::{Served, deployment_env, with};
-use super::support::{eventually, json, nats_url, unique_bucket};
+use super::support::{eventually, json, nats_url, one_copy_order, unique_bucket};
 use super::{access, free_port, register_and_login_at, tempfile_dir};
 
 const CLIENT_SECRET: &str = "orders-e2e-secret";
@@ -52,12 +52,12 @@ async fn buy(http: &reqwest::Client, orders: &str, buyer: &Value, book: &str, ke
         .post(format!("{orders}/api/orders"))
         .bearer_auth(access(buyer))
         .header("idempotency-key", key)
-        .json(&json!({
-            "items": [{"book_id": book, "quantity": 1}],
-            "shipping_address": "Av. de Mayo 575, Buenos Aires",
-            "provider": "dhl",
-            "card": "4242 4242 4242 4242"
-        }))
+        .json(&one_copy_order(
+            book,
+            "Av. de Mayo 575, Buenos Aires",
+            "dhl",
+            "4242 4242 4242 4242",
+        ))
         .send()
         .await
         .unwrap();

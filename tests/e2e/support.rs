@@ -84,6 +84,21 @@ pub(crate) async fn json(request: reqwest::RequestBuilder) -> Value {
     request.send().await.unwrap().json().await.unwrap()
 }
 
+/// The body of an order for one copy of `book`.
+pub(crate) fn one_copy_order(
+    book: impl Into<Value>,
+    address: &str,
+    provider: &str,
+    card: &str,
+) -> Value {
+    serde_json::json!({
+        "items": [{"book_id": book.into(), "quantity": 1}],
+        "shipping_address": address,
+        "provider": provider,
+        "card": card
+    })
+}
+
 /// The Prometheus text a process serves at `/metrics`.
 pub(crate) async fn metrics(http: &reqwest::Client, base: &str) -> String {
     http.get(format!("{base}/metrics"))

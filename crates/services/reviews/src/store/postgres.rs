@@ -183,7 +183,58 @@ fn stats_from_row(row: &Row, offset: usize) -> ReviewStats {
     }
 }
 
+/// The tables of equipment reviews are written about; cameras and lenses
+/// are read the same way.
+#[derive(Clone, Copy)]
+enum EquipmentTable {
+    Cameras,
+    Lenses,
+}
+
+impl EquipmentTable {
+    /// The table and the columns its `*_from_row` reads, in order.
+    fn table_and_columns(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Cameras => ("cameras", CAMERA_COLUMNS),
+            Self::Lenses => ("lenses", LENS_COLUMNS),
+        }
+    }
+}
+
 impl PostgresStore {
+    /// One camera or lens, read through the read pool.
+    async fn equipment<T>(
+        &self,
+        table: EquipmentTable,
+        id: Uuid,
+        from_row: fn(&Row) -> T,
+    ) -> Result<Option<T>, StoreError> {
+        let (table, columns) = table.table_and_columns();
+        let client = self.pools.reader().await?;
+        let sql = format!("SELECT {columns} FROM {table} WHERE id = $1");
+        Ok(client.query_opt(&sql, &[&id]).await?.as_ref().map(from_row))
+    }
+
+    /// A page of cameras or lenses in id order, optionally of one brand
+    /// (compared without case).
+    async fn equipment_page<T>(
+        &self,
+        table: EquipmentTable,
+        query: EquipmentQuery,
+        from_row: fn(&Row) -> T,
+    ) -> Result<Vec<T>, StoreError> {
+        let (table, columns) = table.table_and_columns();
+        let client = self.pools.reader().await?;
+        let sql = format!(
+            "SELECT {columns} FROM {table} WHERE ($1::uuid IS NULL OR id > $1) \
+             AND ($2::text IS NULL OR lower(brand) = lower($2)) ORDER BY id LIMIT $3"
+        );
+        let rows = client
+            .query(&sql, &[&query.after, &query.brand, &i64::from(query.limit)])
+            .await?;
+        Ok(rows.iter().map(from_row).collect())
+    }
+
     /// Create a resource at most once per Idempotency-Key: the key is
     /// claimed first in the transaction (a concurrent request with it must
     /// wait there, not on a unique index of the resource, where it would
@@ -239,25 +290,13 @@ impl ReviewsStore for PostgresStore {
     }
 
     async fn camera(&self, id: Uuid) -> Result<Option<Camera>, StoreError> {
-        let client = self.pools.reader().await?;
-        let sql = format!("SELECT {CAMERA_COLUMNS} FROM cameras WHERE id = $1");
-        Ok(client
-            .query_opt(&sql, &[&id])
-            .await?
-            .as_ref()
-            .map(camera_from_row))
+        self.equipment(EquipmentTable::Cameras, id, camera_from_row)
+            .await
     }
 
     async fn cameras(&self, query: EquipmentQuery) -> Result<Vec<Camera>, StoreError> {
-        let client = self.pools.reader().await?;
-        let sql = format!(
-            "SELECT {CAMERA_COLUMNS} FROM cameras WHERE ($1::uuid IS NULL OR id > $1) \
-             AND ($2::text IS NULL OR lower(brand) = lower($2)) ORDER BY id LIMIT $3"
-        );
-        let rows = client
-            .query(&sql, &[&query.after, &query.brand, &i64::from(query.limit)])
-            .await?;
-        Ok(rows.iter().map(camera_from_row).collect())
+        self.equipment_page(EquipmentTable::Cameras, query, camera_from_row)
+            .await
     }
 
     async fn create_lens(
@@ -288,25 +327,13 @@ impl ReviewsStore for PostgresStore {
     }
 
     async fn lens(&self, id: Uuid) -> Result<Option<Lens>, StoreError> {
-        let client = self.pools.reader().await?;
-        let sql = format!("SELECT {LENS_COLUMNS} FROM lenses WHERE id = $1");
-        Ok(client
-            .query_opt(&sql, &[&id])
-            .await?
-            .as_ref()
-            .map(lens_from_row))
+        self.equipment(EquipmentTable::Lenses, id, lens_from_row)
+            .await
     }
 
     async fn lenses(&self, query: EquipmentQuery) -> Result<Vec<Lens>, StoreError> {
-        let client = self.pools.reader().await?;
-        let sql = format!(
-            "SELECT {LENS_COLUMNS} FROM lenses WHERE ($1::uuid IS NULL OR id > $1) \
-             AND ($2::text IS NULL OR lower(brand) = lower($2)) ORDER BY id LIMIT $3"
-        );
-        let rows = client
-            .query(&sql, &[&query.after, &query.brand, &i64::from(query.limit)])
-            .await?;
-        Ok(rows.iter().map(lens_from_row).collect())
+        self.equipment_page(EquipmentTable::Lenses, query, lens_from_row)
+            .await
     }
 
     async fn create_review(
