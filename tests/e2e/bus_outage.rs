@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use zocalo_testkit::{Backend, database};
 
 use super::distributed::{Served, deployment_env, with};
-use super::support::{eventually, json, nats_url, one_copy_order, unique_bucket};
+use super::support::{accepted_order, eventually, json, nats_url, one_copy_order, unique_bucket};
 use super::{access, free_port, tempfile_dir};
 
 /// How long every order gets to reach its final state once NATS is back.
@@ -125,24 +125,20 @@ fn write_config(dir: &std::path::Path) -> String {
 
 /// Place one order for one copy of `book`, under its own Idempotency-Key.
 async fn place_order(http: &reqwest::Client, gateway: &str, buyer: &Value, book: &str) -> String {
-    let placed = http
-        .post(format!("{gateway}/api/orders"))
-        .bearer_auth(access(buyer))
-        .header("idempotency-key", uuid::Uuid::new_v4().to_string())
-        .json(&one_copy_order(
-            book,
-            "Calle Falsa 123, Springfield",
-            "dhl",
-            "4242 4242 4242 4242",
-        ))
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-        .unwrap();
-    let status = placed.status();
-    let body: Value = placed.json().await.unwrap_or_default();
-    assert_eq!(status, 202, "order accepted: {body}");
-    body["id"].as_str().unwrap().to_owned()
+    let order = accepted_order(
+        http.post(format!("{gateway}/api/orders"))
+            .bearer_auth(access(buyer))
+            .header("idempotency-key", uuid::Uuid::new_v4().to_string())
+            .json(&one_copy_order(
+                book,
+                "Calle Falsa 123, Springfield",
+                "dhl",
+                "4242 4242 4242 4242",
+            ))
+            .timeout(Duration::from_secs(10)),
+    )
+    .await;
+    order["id"].as_str().unwrap().to_owned()
 }
 
 async fn order_status(http: &reqwest::Client, gateway: &str, buyer: &Value, order: &str) -> Value {

@@ -320,21 +320,18 @@ async fn a_buyer_receives_a_book_a_seller_listed() {
     let found = support::json(http.get(stack.url("/api/books?q=rayuela"))).await;
     assert_eq!(found["items"][0]["id"], book["id"]);
 
-    let placed = http
-        .post(stack.url("/api/orders"))
-        .bearer_auth(access(&buyer))
-        .header("idempotency-key", "first-purchase")
-        .json(&support::one_copy_order(
-            book["id"].clone(),
-            "Corrientes 1234, Buenos Aires",
-            "dhl",
-            "4242 4242 4242 4242",
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(placed.status(), 202);
-    let order: Value = placed.json().await.unwrap();
+    let order = support::accepted_order(
+        http.post(stack.url("/api/orders"))
+            .bearer_auth(access(&buyer))
+            .header("idempotency-key", "first-purchase")
+            .json(&support::one_copy_order(
+                book["id"].clone(),
+                "Corrientes 1234, Buenos Aires",
+                "dhl",
+                "4242 4242 4242 4242",
+            )),
+    )
+    .await;
     let order_url = stack.url(&format!("/api/orders/{}", order["id"].as_str().unwrap()));
 
     let delivered =
@@ -423,22 +420,20 @@ async fn a_process_killed_mid_payment_resumes_and_charges_once() {
     let seller = register_and_login(&first, "sara@example.com").await;
     let buyer = register_and_login(&first, "beto@example.com").await;
     let book = list_book(&first, &seller, 3).await;
-    let placed = first
-        .http
-        .post(first.url("/api/orders"))
-        .bearer_auth(access(&buyer))
-        .header("idempotency-key", "crash-test")
-        .json(&support::one_copy_order(
-            book["id"].clone(),
-            "Comala, Colima",
-            "fedex",
-            "4242424242424242",
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(placed.status(), 202);
-    let order = placed.json::<Value>().await.unwrap()["id"]
+    let order = support::accepted_order(
+        first
+            .http
+            .post(first.url("/api/orders"))
+            .bearer_auth(access(&buyer))
+            .header("idempotency-key", "crash-test")
+            .json(&support::one_copy_order(
+                book["id"].clone(),
+                "Comala, Colima",
+                "fedex",
+                "4242424242424242",
+            )),
+    )
+    .await["id"]
         .as_str()
         .unwrap()
         .to_owned();

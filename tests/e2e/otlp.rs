@@ -61,6 +61,16 @@ impl Collector {
         }
     }
 
+    /// `zocalo up` exporting its traces here, with `env` besides.
+    fn export_from_stack(&self, env: &[(&str, &str)]) -> Stack {
+        let data = tempfile_dir::Dir::new();
+        let mut env = env.to_vec();
+        env.push(("OTEL_EXPORTER_OTLP_ENDPOINT", self.url.as_str()));
+        let mut stack = Stack::start_in(&data.0, free_port(), &env);
+        stack._data = Some(data);
+        stack
+    }
+
     /// The spans of `trace_id` once `complete` holds for them, or those
     /// received when `within` has passed (the caller's assertions say
     /// what was missing).
@@ -149,18 +159,12 @@ fn hex(bytes: &[u8]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_requests_spans_reach_the_otlp_collector_in_the_clients_trace() {
     let collector = Collector::start().await;
-    let data = tempfile_dir::Dir::new();
     // A batch delay longer than the test: spans can only arrive through the
     // flush on SIGTERM, which is what this proves.
-    let stack = Stack::start_in(
-        &data.0,
-        free_port(),
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.url.as_str()),
-            ("OTEL_SERVICE_NAME", "zocalo-e2e"),
-            ("OTEL_BSP_SCHEDULE_DELAY", "600000"),
-        ],
-    );
+    let stack = collector.export_from_stack(&[
+        ("OTEL_SERVICE_NAME", "zocalo-e2e"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "600000"),
+    ]);
     let response = stack
         .http
         .get(stack.url("/api/content?q=lens"))
@@ -208,35 +212,25 @@ async fn a_requests_spans_reach_the_otlp_collector_in_the_clients_trace() {
 async fn an_orders_saga_runs_in_the_trace_of_the_request_that_placed_it() {
     const ORDER_TRACE: &str = "7c1d1b7e3f0a4c2d9e8f6a5b4c3d2e1f";
     let collector = Collector::start().await;
-    let data = tempfile_dir::Dir::new();
-    let stack = Stack::start_in(
-        &data.0,
-        free_port(),
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.url.as_str()),
-            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
-        ],
-    );
+    let stack = collector.export_from_stack(&[("OTEL_BSP_SCHEDULE_DELAY", "200")]);
     let seller = crate::register_and_login(&stack, "sol@example.com").await;
     let buyer = crate::register_and_login(&stack, "bruno@example.com").await;
     let book = crate::list_book(&stack, &seller, 1).await;
-    let placed = stack
-        .http
-        .post(stack.url("/api/orders"))
-        .bearer_auth(crate::access(&buyer))
-        .header("traceparent", format!("00-{ORDER_TRACE}-{CLIENT_SPAN}-01"))
-        .header("idempotency-key", "traced-purchase")
-        .json(&crate::support::one_copy_order(
-            book["id"].clone(),
-            "Corrientes 1234, Buenos Aires",
-            "dhl",
-            "4242 4242 4242 4242",
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(placed.status(), 202);
-    let order: serde_json::Value = placed.json().await.unwrap();
+    let order = crate::support::accepted_order(
+        stack
+            .http
+            .post(stack.url("/api/orders"))
+            .bearer_auth(crate::access(&buyer))
+            .header("traceparent", format!("00-{ORDER_TRACE}-{CLIENT_SPAN}-01"))
+            .header("idempotency-key", "traced-purchase")
+            .json(&crate::support::one_copy_order(
+                book["id"].clone(),
+                "Corrientes 1234, Buenos Aires",
+                "dhl",
+                "4242 4242 4242 4242",
+            )),
+    )
+    .await;
     crate::wait_for_status(&stack, &buyer, order["id"].as_str().unwrap(), "delivered").await;
 
     let served_by = |spans: &[Received], service: &str| {

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use zocalo_testkit::{Backend, database};
 
 use super::distributed::{Served, deployment_env, with};
-use super::support::{eventually, json, nats_url, one_copy_order, unique_bucket};
+use super::support::{accepted_order, eventually, json, nats_url, one_copy_order, unique_bucket};
 use super::{access, free_port, register_and_login_at, tempfile_dir};
 
 const CLIENT_SECRET: &str = "orders-e2e-secret";
@@ -48,21 +48,18 @@ async fn list_book(http: &reqwest::Client, catalog: &str, seller: &Value) -> Str
 
 /// Place an order for one copy and wait (at most 40 s) until delivered.
 async fn buy(http: &reqwest::Client, orders: &str, buyer: &Value, book: &str, key: &str) {
-    let placed = http
-        .post(format!("{orders}/api/orders"))
-        .bearer_auth(access(buyer))
-        .header("idempotency-key", key)
-        .json(&one_copy_order(
-            book,
-            "Av. de Mayo 575, Buenos Aires",
-            "dhl",
-            "4242 4242 4242 4242",
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(placed.status(), 202);
-    let order: Value = placed.json().await.unwrap();
+    let order = accepted_order(
+        http.post(format!("{orders}/api/orders"))
+            .bearer_auth(access(buyer))
+            .header("idempotency-key", key)
+            .json(&one_copy_order(
+                book,
+                "Av. de Mayo 575, Buenos Aires",
+                "dhl",
+                "4242 4242 4242 4242",
+            )),
+    )
+    .await;
     let url = format!("{orders}/api/orders/{}", order["id"].as_str().unwrap());
     eventually(
         Duration::from_secs(40),

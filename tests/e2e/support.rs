@@ -99,6 +99,16 @@ pub(crate) fn one_copy_order(
     })
 }
 
+/// Send an order placement and return the order, which must be accepted
+/// (202: the saga goes on in the background).
+pub(crate) async fn accepted_order(request: reqwest::RequestBuilder) -> Value {
+    let placed = request.send().await.unwrap();
+    let status = placed.status();
+    let body: Value = placed.json().await.unwrap_or_default();
+    assert_eq!(status, 202, "order accepted: {body}");
+    body
+}
+
 /// The Prometheus text a process serves at `/metrics`.
 pub(crate) async fn metrics(http: &reqwest::Client, base: &str) -> String {
     http.get(format!("{base}/metrics"))
