@@ -18,7 +18,7 @@ use super::distributed::{
     Served, content_requests, deployment_env, wait_for_instances, wait_for_traffic, with,
 };
 use super::free_port;
-use super::support::{Tally, eventually, metrics, nats_url, samples, unique_bucket};
+use super::support::{Load, Tally, eventually, metrics, nats_url, samples, unique_bucket};
 
 /// The longest any client request may take while an instance hangs:
 /// generous, but far below the 30 s a request would wait without the
@@ -159,18 +159,10 @@ async fn a_hanging_instance_is_cut_off_by_its_breaker_and_readmitted_when_it_hea
     let hanging = &deployment.reviews[0];
     let healthy = &deployment.reviews[1];
 
-    let stop = Arc::new(AtomicBool::new(false));
     let seen = Arc::new(Mutex::new(Seen::default()));
-    let clients: Vec<_> = (0..4)
-        .map(|_| {
-            tokio::spawn(read_load(
-                http.clone(),
-                deployment.gateway.clone(),
-                stop.clone(),
-                seen.clone(),
-            ))
-        })
-        .collect();
+    let load = Load::start(4, |stop| {
+        read_load(http.clone(), deployment.gateway.clone(), stop, seen.clone())
+    });
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     hanging.freeze();
@@ -190,10 +182,7 @@ async fn a_hanging_instance_is_cut_off_by_its_breaker_and_readmitted_when_it_hea
     // Back in rotation: it answers real traffic again.
     wait_for_traffic(&http, &hanging.url(), thawed_before, "the healed instance").await;
 
-    stop.store(true, Ordering::Relaxed);
-    for client in clients {
-        client.await.unwrap();
-    }
+    load.stop().await;
     let seen = seen.lock().await;
     eprintln!("slowest answer {:?}", seen.slowest);
     seen.tally.assert_ran_without_failures(50);

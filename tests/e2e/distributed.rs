@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 use zocalo_testkit::{Backend, database};
 
-use super::support::{Tally, eventually, json, metrics, nats_url, samples, unique_bucket};
+use super::support::{Load, Tally, eventually, json, metrics, nats_url, samples, unique_bucket};
 use super::{ADMIN_EMAIL, ADMIN_PASSWORD, access, free_port, tempfile_dir, zocalo};
 
 /// One `zocalo serve <service>` process; killed if the test ends first.
@@ -325,20 +325,17 @@ async fn killing_a_reviews_instance_under_load_fails_no_request() {
     .await;
     let camera_id = camera["id"].as_str().unwrap().to_owned();
 
-    let stop = Arc::new(AtomicBool::new(false));
     let outcome = Arc::new(Mutex::new(Outcome::default()));
-    let clients: Vec<_> = (0..4)
-        .map(|_| {
-            tokio::spawn(client_load(
-                http.clone(),
-                gateways.clone(),
-                access(&editor).to_owned(),
-                camera_id.clone(),
-                stop.clone(),
-                outcome.clone(),
-            ))
-        })
-        .collect();
+    let load = Load::start(4, |stop| {
+        client_load(
+            http.clone(),
+            gateways.clone(),
+            access(&editor).to_owned(),
+            camera_id.clone(),
+            stop,
+            outcome.clone(),
+        )
+    });
 
     tokio::time::sleep(Duration::from_secs(2)).await;
     let victim = reviews.remove(0);
@@ -349,10 +346,7 @@ async fn killing_a_reviews_instance_under_load_fails_no_request() {
     let replacement = Served::start("reviews", &reviews_env);
     wait_for_traffic(&http, &replacement.url(), 0, "the new instance").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    stop.store(true, Ordering::Relaxed);
-    for client in clients {
-        client.await.unwrap();
-    }
+    load.stop().await;
     drop(victim);
 
     let outcome = outcome.lock().await;

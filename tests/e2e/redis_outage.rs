@@ -15,7 +15,7 @@ use zocalo_testkit::redis::RedisProcess;
 
 use super::distributed::{Served, deployment_env, wait_for_instances, with};
 use super::free_port;
-use super::support::{Tally, eventually, nats_url, unique_bucket};
+use super::support::{Load, Tally, eventually, nats_url, unique_bucket};
 
 /// Requests a client may make at once; the refill (one per 1000 s) is
 /// negligible during the test.
@@ -176,19 +176,16 @@ async fn gateways_keep_serving_with_local_limits_while_redis_is_down() {
         "with Redis the gateways share a client's budget"
     );
 
-    let stop = Arc::new(AtomicBool::new(false));
     let tally = Arc::new(Mutex::new(Tally::default()));
-    let load: Vec<_> = (0..2)
-        .map(|_| {
-            tokio::spawn(steady_load(
-                http.clone(),
-                gateways.clone(),
-                clients.clone(),
-                stop.clone(),
-                tally.clone(),
-            ))
-        })
-        .collect();
+    let load = Load::start(2, |stop| {
+        steady_load(
+            http.clone(),
+            gateways.clone(),
+            clients.clone(),
+            stop,
+            tally.clone(),
+        )
+    });
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     // Redis down: each gateway still limits, on its own count.
@@ -220,10 +217,7 @@ async fn gateways_keep_serving_with_local_limits_while_redis_is_down() {
     }
     assert_eq!(ok, BURST, "one budget across both gateways again");
 
-    stop.store(true, Ordering::Relaxed);
-    for task in load {
-        task.await.unwrap();
-    }
+    load.stop().await;
     tally.lock().await.assert_ran_without_failures(20);
 }
 

@@ -5,6 +5,8 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::Child;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
@@ -134,6 +136,35 @@ pub(crate) fn samples<'a>(
             line.starts_with(&prefix) && labels.iter().all(|label| line.contains(label))
         })
         .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+}
+
+/// Client tasks generating a background load until stopped.
+pub(crate) struct Load {
+    stop: Arc<AtomicBool>,
+    clients: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    /// Spawn `clients` tasks, each running what `client` makes of the flag
+    /// that tells it to stop.
+    pub fn start<F>(clients: usize, mut client: impl FnMut(Arc<AtomicBool>) -> F) -> Self
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let stop = Arc::new(AtomicBool::new(false));
+        let clients = (0..clients)
+            .map(|_| tokio::spawn(client(stop.clone())))
+            .collect();
+        Self { stop, clients }
+    }
+
+    /// Tell every client to stop and wait until all have.
+    pub async fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for client in self.clients {
+            client.await.unwrap();
+        }
+    }
 }
 
 /// What a background load saw: how many requests, and why any failed.
