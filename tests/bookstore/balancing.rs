@@ -3,21 +3,16 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use zocalo_http::balance::{BreakerSettings, BreakerState, Strategy};
 use zocalo_http::client::{ClientSettings, ServiceClient};
 use zocalo_testkit::{Backend, backend_tests};
 
-use crate::harness::{BookStore, Options};
+use crate::harness::{BookStore, Options, id};
 
 const CARD: &str = "4242424242424242";
 
 backend_tests!(orders_complete_while_one_of_two_catalog_instances_is_down);
-
-fn id(order: &Value) -> String {
-    order["id"].as_str().unwrap().to_owned()
-}
 
 async fn orders_complete_while_one_of_two_catalog_instances_is_down(backend: Backend) {
     let store = BookStore::start(

@@ -281,6 +281,11 @@ impl BookStore {
     }
 }
 
+/// The id of a resource (an order, a book) in its JSON answer.
+pub fn id(resource: &Value) -> String {
+    resource["id"].as_str().unwrap().to_owned()
+}
+
 pub async fn order_at(api: &Client, token: &str, id: &str) -> Value {
     api.get(&format!("/api/orders/{id}"))
         .bearer_auth(token)

@@ -8,7 +8,7 @@ use zocalo_contracts::orders::{self as contract, OrderPaid, SoldItem};
 use zocalo_orders::payment::DECLINING_CARD;
 use zocalo_testkit::{Backend, backend_tests};
 
-use crate::harness::{BookStore, Options, wait_for_at};
+use crate::harness::{BookStore, Options, id, wait_for_at};
 
 const CARD: &str = "4242424242424242";
 
@@ -68,10 +68,6 @@ mod nats {
         assert_eq!(delivered, 5);
         assert_eq!(store.stock(book).await, 0);
     }
-}
-
-fn id(order: &Value) -> String {
-    order["id"].as_str().unwrap().to_owned()
 }
 
 async fn two_hundred_buyers_share_ten_books(backend: Backend) {

@@ -14,27 +14,16 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex;
 
-use super::distributed::{Served, content_requests, deployment_env, wait_for_instances, with};
+use super::distributed::{
+    Served, content_requests, deployment_env, wait_for_instances, wait_for_traffic, with,
+};
 use super::free_port;
+use super::support::{Load, Tally, eventually, metrics, nats_url, samples, unique_bucket};
 
 /// The longest any client request may take while an instance hangs:
 /// generous, but far below the 30 s a request would wait without the
 /// per-try timeout.
 const ANSWER_BOUND: Duration = Duration::from_secs(3);
-
-pub(crate) fn nats_url() -> Option<String> {
-    let url = std::env::var("ZOCALO_TEST_NATS_URL")
-        .ok()
-        .filter(|u| !u.is_empty());
-    if url.is_none() {
-        eprintln!("ZOCALO_TEST_NATS_URL is unset: failure test not run");
-    }
-    url
-}
-
-pub(crate) fn unique_bucket() -> String {
-    format!("t_{}", &uuid::Uuid::new_v4().simple().to_string()[..16])
-}
 
 /// A gateway and `instances` reviews instances (each on its own SQLite
 /// file: the test reads an empty list), meeting through NATS discovery.
@@ -45,7 +34,9 @@ struct Deployment {
 }
 
 impl Deployment {
-    async fn start(nats_url: &str, instances: usize) -> Self {
+    /// `None` when NATS is not configured.
+    async fn start(instances: usize) -> Option<Self> {
+        let nats_url = &nats_url("failure")?;
         let port = free_port();
         let gateway = format!("http://127.0.0.1:{port}");
         let env = with(
@@ -74,32 +65,35 @@ impl Deployment {
             ),
         );
         wait_for_instances(&reqwest::Client::new(), &gateway, instances).await;
-        Self {
+        Some(Self {
             gateway,
             reviews,
             _gateway: gateway_process,
-        }
+        })
+    }
+
+    /// Poll until the gateway reports the breaker of `instance` in state
+    /// `wanted`, within `within`.
+    async fn wait_for_breaker(
+        &self,
+        http: &reqwest::Client,
+        instance: &Served,
+        wanted: u8,
+        within: Duration,
+    ) {
+        wait_for_breaker(http, &self.gateway, &instance.url(), wanted, within).await;
     }
 }
 
 /// The gateway's `upstream_breaker_state` for one reviews instance
 /// (0 closed, 1 half-open, 2 open), if it reports one.
 async fn breaker_state(http: &reqwest::Client, gateway: &str, instance: &str) -> Option<u8> {
-    let metrics = http
-        .get(format!("{gateway}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(http, gateway).await;
     // Endpoints are labelled by their authority (`127.0.0.1:PORT`).
     let authority = instance.trim_start_matches("http://");
     let endpoint = format!("endpoint=\"{authority}\"");
-    metrics
-        .lines()
-        .find(|line| line.starts_with("upstream_breaker_state{") && line.contains(&endpoint))
-        .and_then(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+    samples(&metrics, "upstream_breaker_state", &[&endpoint])
+        .next()
         .map(|value| value as u8)
 }
 
@@ -111,25 +105,23 @@ async fn wait_for_breaker(
     wanted: u8,
     within: Duration,
 ) {
-    let deadline = Instant::now() + within;
-    loop {
-        let state = breaker_state(http, gateway, instance).await;
-        if state == Some(wanted) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "breaker of {instance} never reached {wanted} (last {state:?})"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        within,
+        Duration::from_millis(100),
+        async || match breaker_state(http, gateway, instance).await {
+            Some(state) if state == wanted => Ok(()),
+            state => Err(format!(
+                "breaker of {instance} never reached {wanted} (last {state:?})"
+            )),
+        },
+    )
+    .await;
 }
 
 /// What the load saw.
 #[derive(Default)]
 struct Seen {
-    requests: u64,
-    failures: Vec<String>,
+    tally: Tally,
     slowest: Duration,
 }
 
@@ -153,51 +145,30 @@ async fn read_load(
             .await;
         let took = started.elapsed();
         let mut seen = seen.lock().await;
-        seen.requests += 1;
         seen.slowest = seen.slowest.max(took);
-        match result {
-            Ok(response) if response.status() == 200 => {}
-            Ok(response) => {
-                let status = response.status();
-                let body = response.text().await.unwrap_or_default();
-                seen.failures.push(format!("{status}: {body}"));
-            }
-            Err(error) => seen.failures.push(format!("transport: {error}")),
-        }
+        seen.tally.record(result, |status| status == 200).await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_instance_is_cut_off_by_its_breaker_and_readmitted_when_it_heals() {
-    let Some(nats_url) = nats_url() else { return };
-    let deployment = Deployment::start(&nats_url, 2).await;
+    let Some(deployment) = Deployment::start(2).await else {
+        return;
+    };
     let http = reqwest::Client::new();
     let hanging = &deployment.reviews[0];
     let healthy = &deployment.reviews[1];
 
-    let stop = Arc::new(AtomicBool::new(false));
     let seen = Arc::new(Mutex::new(Seen::default()));
-    let clients: Vec<_> = (0..4)
-        .map(|_| {
-            tokio::spawn(read_load(
-                http.clone(),
-                deployment.gateway.clone(),
-                stop.clone(),
-                seen.clone(),
-            ))
-        })
-        .collect();
+    let load = Load::start(4, |stop| {
+        read_load(http.clone(), deployment.gateway.clone(), stop, seen.clone())
+    });
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     hanging.freeze();
-    wait_for_breaker(
-        &http,
-        &deployment.gateway,
-        &hanging.url(),
-        2,
-        Duration::from_secs(10),
-    )
-    .await;
+    deployment
+        .wait_for_breaker(&http, hanging, 2, Duration::from_secs(10))
+        .await;
     // Stay frozen a while under load: the breaker's trials keep failing.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let healthy_before = content_requests(&http, &healthy.url()).await;
@@ -205,43 +176,16 @@ async fn a_hanging_instance_is_cut_off_by_its_breaker_and_readmitted_when_it_hea
 
     hanging.signal("-CONT");
     let thawed_before = content_requests(&http, &hanging.url()).await;
-    wait_for_breaker(
-        &http,
-        &deployment.gateway,
-        &hanging.url(),
-        0,
-        Duration::from_secs(10),
-    )
-    .await;
+    deployment
+        .wait_for_breaker(&http, hanging, 0, Duration::from_secs(10))
+        .await;
     // Back in rotation: it answers real traffic again.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while content_requests(&http, &hanging.url()).await < thawed_before + 20 {
-        assert!(
-            Instant::now() < deadline,
-            "the healed instance got no traffic within 10 s"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_traffic(&http, &hanging.url(), thawed_before, "the healed instance").await;
 
-    stop.store(true, Ordering::Relaxed);
-    for client in clients {
-        client.await.unwrap();
-    }
+    load.stop().await;
     let seen = seen.lock().await;
-    eprintln!(
-        "load: {} requests, slowest {:?}, {} failures",
-        seen.requests,
-        seen.slowest,
-        seen.failures.len()
-    );
-    assert!(seen.requests > 50, "the load ran ({})", seen.requests);
-    assert!(
-        seen.failures.is_empty(),
-        "{} of {} requests failed: {:?}",
-        seen.failures.len(),
-        seen.requests,
-        &seen.failures[..seen.failures.len().min(5)]
-    );
+    eprintln!("slowest answer {:?}", seen.slowest);
+    seen.tally.assert_ran_without_failures(50);
     assert!(
         seen.slowest < ANSWER_BOUND,
         "a request waited {:?} on the hanging instance",
@@ -283,8 +227,9 @@ async fn timed_read(http: &reqwest::Client, gateway: &str) -> Answer {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lone_hanging_instance_gets_fast_problem_answers_then_recovers() {
-    let Some(nats_url) = nats_url() else { return };
-    let deployment = Deployment::start(&nats_url, 1).await;
+    let Some(deployment) = Deployment::start(1).await else {
+        return;
+    };
     let http = reqwest::Client::new();
     let only = &deployment.reviews[0];
     assert_eq!(timed_read(&http, &deployment.gateway).await.status, 200);
@@ -315,35 +260,28 @@ async fn a_lone_hanging_instance_gets_fast_problem_answers_then_recovers() {
         answers.iter().any(|answer| answer.status == 503),
         "the breaker opened: later requests are refused without a try"
     );
-    wait_for_breaker(
-        &http,
-        &deployment.gateway,
-        &only.url(),
-        2,
-        Duration::from_secs(5),
-    )
-    .await;
+    deployment
+        .wait_for_breaker(&http, only, 2, Duration::from_secs(5))
+        .await;
 
     only.signal("-CONT");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let Answer { status, took, .. } = timed_read(&http, &deployment.gateway).await;
-        assert!(took < ANSWER_BOUND, "an answer took {took:?}");
-        if status == 200 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no 200 within 15 s of the instance healing (last {status})"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    wait_for_breaker(
-        &http,
-        &deployment.gateway,
-        &only.url(),
-        0,
-        Duration::from_secs(5),
+    eventually(
+        Duration::from_secs(15),
+        Duration::from_millis(100),
+        async || {
+            let Answer { status, took, .. } = timed_read(&http, &deployment.gateway).await;
+            assert!(took < ANSWER_BOUND, "an answer took {took:?}");
+            if status == 200 {
+                Ok(())
+            } else {
+                Err(format!(
+                    "no 200 within 15 s of the instance healing (last {status})"
+                ))
+            }
+        },
     )
     .await;
+    deployment
+        .wait_for_breaker(&http, only, 0, Duration::from_secs(5))
+        .await;
 }

@@ -10,16 +10,15 @@
 //! Discovery runs on the shared NATS server, so the outage touches only
 //! the bus.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use zocalo_testkit::{Backend, database};
 
-use super::breaker_outage::{nats_url, unique_bucket};
 use super::distributed::{Served, deployment_env, with};
-use super::{access, free_port, tempfile_dir, zocalo};
+use super::support::{accepted_order, eventually, json, nats_url, one_copy_order, unique_bucket};
+use super::{access, free_port, tempfile_dir};
 
 /// How long every order gets to reach its final state once NATS is back.
 const SETTLE: Duration = Duration::from_secs(60);
@@ -108,53 +107,6 @@ impl Drop for NatsProcess {
     }
 }
 
-/// `zocalo worker orders`: it serves nothing, so it is ready once it says
-/// it runs. Killed on drop.
-struct OrdersWorker {
-    child: Child,
-    _data: tempfile_dir::Dir,
-}
-
-impl OrdersWorker {
-    fn start(env: &[(String, String)]) -> Self {
-        let data = tempfile_dir::Dir::new();
-        let mut child = zocalo()
-            .args(["worker", "orders"])
-            .env("ZOCALO_DATA_DIR", &data.0)
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn zocalo worker");
-        let stdout = child.stdout.take().unwrap();
-        // Owned from here on, so a failed start still reaps the process.
-        let worker = Self { child, _data: data };
-        let (sender, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = sender.send(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = lines
-                .recv_timeout(left)
-                .expect("zocalo worker orders said it runs");
-            if line.ends_with("worker running") {
-                return worker;
-            }
-        }
-    }
-}
-
-impl Drop for OrdersWorker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Settings every process reads: the orders service's client credentials,
 /// declared to auth (lists do not fit in environment variables).
 fn write_config(dir: &std::path::Path) -> String {
@@ -173,35 +125,28 @@ fn write_config(dir: &std::path::Path) -> String {
 
 /// Place one order for one copy of `book`, under its own Idempotency-Key.
 async fn place_order(http: &reqwest::Client, gateway: &str, buyer: &Value, book: &str) -> String {
-    let placed = http
-        .post(format!("{gateway}/api/orders"))
-        .bearer_auth(access(buyer))
-        .header("idempotency-key", uuid::Uuid::new_v4().to_string())
-        .json(&json!({
-            "items": [{"book_id": book, "quantity": 1}],
-            "shipping_address": "Calle Falsa 123, Springfield",
-            "provider": "dhl",
-            "card": "4242 4242 4242 4242"
-        }))
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-        .unwrap();
-    let status = placed.status();
-    let body: Value = placed.json().await.unwrap_or_default();
-    assert_eq!(status, 202, "order accepted: {body}");
-    body["id"].as_str().unwrap().to_owned()
+    let order = accepted_order(
+        http.post(format!("{gateway}/api/orders"))
+            .bearer_auth(access(buyer))
+            .header("idempotency-key", uuid::Uuid::new_v4().to_string())
+            .json(&one_copy_order(
+                book,
+                "Calle Falsa 123, Springfield",
+                "dhl",
+                "4242 4242 4242 4242",
+            ))
+            .timeout(Duration::from_secs(10)),
+    )
+    .await;
+    order["id"].as_str().unwrap().to_owned()
 }
 
 async fn order_status(http: &reqwest::Client, gateway: &str, buyer: &Value, order: &str) -> Value {
-    http.get(format!("{gateway}/api/orders/{order}"))
-        .bearer_auth(access(buyer))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    json(
+        http.get(format!("{gateway}/api/orders/{order}"))
+            .bearer_auth(access(buyer)),
+    )
+    .await
 }
 
 /// The book store deployed against a private bus, with a seller, a buyer
@@ -213,13 +158,13 @@ struct Shop {
     buyer: Value,
     book: String,
     orders_db: zocalo_testkit::TestDatabase,
-    _processes: (Vec<Served>, OrdersWorker, tempfile_dir::Dir),
+    _processes: (Vec<Served>, tempfile_dir::Dir),
 }
 
 impl Shop {
     /// `None` when a backend the test needs is not configured.
     async fn open(bus: &NatsProcess, payment_latency_ms: u64) -> Option<Self> {
-        let discovery_nats = nats_url()?;
+        let discovery_nats = nats_url("failure")?;
         let Some(orders_db) = database(Backend::Postgres).await else {
             eprintln!("ZOCALO_TEST_POSTGRES_URL is unset: failure test not run");
             return None;
@@ -258,7 +203,7 @@ impl Shop {
             ],
         );
         let orders = Served::start("orders", &orders_env);
-        let worker = OrdersWorker::start(&orders_env);
+        let worker = Served::start_worker("orders", &orders_env);
         let gateway_process = Served::start(
             "gateway",
             &with(
@@ -281,8 +226,7 @@ impl Shop {
             book,
             orders_db,
             _processes: (
-                vec![auth, catalog, orders, gateway_process],
-                worker,
+                vec![auth, catalog, orders, worker, gateway_process],
                 config_dir,
             ),
         })
@@ -298,18 +242,17 @@ impl Shop {
 
     /// Wait (within `within`) until `order` has `status`.
     async fn wait_for(&self, order: &str, status: &str, within: Duration) {
-        let deadline = Instant::now() + within;
-        loop {
+        eventually(within, Duration::from_millis(100), async || {
             let current = self.status(order).await;
             if current["status"] == status {
-                return;
+                Ok(())
+            } else {
+                Err(format!(
+                    "order {order} not {status} within {within:?}: {current}"
+                ))
             }
-            assert!(
-                Instant::now() < deadline,
-                "order {order} not {status} within {within:?}: {current}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        })
+        .await;
     }
 
     /// Every order delivered, charged once, one copy each, and one sale each
@@ -338,87 +281,85 @@ impl Shop {
                 "order {order} charged exactly once"
             );
         }
-        let book: Value = self
-            .http
-            .get(format!("{}/api/books/{}", self.gateway, self.book))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let book = json(
+            self.http
+                .get(format!("{}/api/books/{}", self.gateway, self.book)),
+        )
+        .await;
         assert_eq!(book["stock"], 10 - sales, "one copy per order");
         // Every `order.paid` event reached the sales projection, once.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let listed: Value = self
-                .http
-                .get(format!("{}/api/sales?limit=100", self.gateway))
-                .bearer_auth(access(&self.seller))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            let count = listed.as_array().map_or(0, Vec::len);
-            assert!(count <= sales, "a sale projected twice: {listed}");
-            if count == sales {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{count} of {sales} sales projected"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        eventually(
+            Duration::from_secs(20),
+            Duration::from_millis(200),
+            async || {
+                let listed = json(
+                    self.http
+                        .get(format!("{}/api/sales?limit=100", self.gateway))
+                        .bearer_auth(access(&self.seller)),
+                )
+                .await;
+                let count = listed.as_array().map_or(0, Vec::len);
+                assert!(count <= sales, "a sale projected twice: {listed}");
+                if count == sales {
+                    Ok(())
+                } else {
+                    Err(format!("{count} of {sales} sales projected"))
+                }
+            },
+        )
+        .await;
     }
 }
 
 /// Register `email` once the gateway reaches auth (discovery may take a
 /// moment to show every service), and sign in.
 async fn first_account(http: &reqwest::Client, gateway: &str, email: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let registered = http
-            .post(format!("{gateway}/auth/register"))
-            .json(&json!({"email": email, "password": "a-good-password", "name": email}))
-            .send()
-            .await
-            .unwrap();
-        if registered.status() == 201 {
-            return super::login_at(http, gateway, email, "a-good-password").await;
-        }
-        assert!(Instant::now() < deadline, "the gateway never reached auth");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        async || {
+            let registered = http
+                .post(format!("{gateway}/auth/register"))
+                .json(&json!({"email": email, "password": "a-good-password", "name": email}))
+                .send()
+                .await
+                .unwrap();
+            if registered.status() == 201 {
+                Ok(())
+            } else {
+                Err("the gateway never reached auth".to_owned())
+            }
+        },
+    )
+    .await;
+    super::login_at(http, gateway, email, "a-good-password").await
 }
 
 /// List 10 copies of a book once the gateway reaches catalog.
 async fn list_book(http: &reqwest::Client, gateway: &str, seller: &Value) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let listed = http
-            .post(format!("{gateway}/api/books"))
-            .bearer_auth(access(seller))
-            .json(&json!({
-                "title": "Ficciones", "author": "Jorge Luis Borges", "isbn": "9780802130303",
-                "description": "Grove Press paperback.", "condition": "good",
-                "price": {"amount": "12.00", "currency": "USD"}, "stock": 10
-            }))
-            .send()
-            .await
-            .unwrap();
-        if listed.status() == 201 {
+    eventually(
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        async || {
+            let listed = http
+                .post(format!("{gateway}/api/books"))
+                .bearer_auth(access(seller))
+                .json(&json!({
+                    "title": "Ficciones", "author": "Jorge Luis Borges", "isbn": "9780802130303",
+                    "description": "Grove Press paperback.", "condition": "good",
+                    "price": {"amount": "12.00", "currency": "USD"}, "stock": 10
+                }))
+                .send()
+                .await
+                .unwrap();
+            if listed.status() != 201 {
+                return Err("the gateway never reached catalog".to_owned());
+            }
             let book: Value = listed.json().await.unwrap();
-            return book["id"].as_str().unwrap().to_owned();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the gateway never reached catalog"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+            Ok(book["id"].as_str().unwrap().to_owned())
+        },
+    )
+    .await
 }
 
 /// Place `count` orders while NATS is down and check that none advances:

@@ -6,6 +6,7 @@ use std::time::Duration;
 use zocalo_discovery::{Discovery, Instances, NatsDiscovery};
 
 use super::distributed::Served;
+use super::support::{nats_url, unique_bucket};
 
 /// `zocalo serve reviews` registering in `bucket`; killed if the test
 /// fails before it stops.
@@ -20,20 +21,6 @@ fn serve_reviews(nats_url: &str, bucket: &str, ttl_ms: &str) -> Served {
     ]
     .map(|(k, v)| (k.to_owned(), v.to_owned()));
     Served::start("reviews", &env)
-}
-
-fn nats_url() -> Option<String> {
-    let url = std::env::var("ZOCALO_TEST_NATS_URL")
-        .ok()
-        .filter(|u| !u.is_empty());
-    if url.is_none() {
-        eprintln!("ZOCALO_TEST_NATS_URL is unset: discovery test not run");
-    }
-    url
-}
-
-fn unique_bucket() -> String {
-    format!("t_{}", &uuid::Uuid::new_v4().simple().to_string()[..16])
 }
 
 async fn drop_bucket(nats_url: &str, bucket: &str) {
@@ -61,7 +48,9 @@ async fn wait_for(
 
 #[tokio::test]
 async fn serve_registers_in_discovery_and_leaves_before_stopping() {
-    let Some(nats_url) = nats_url() else { return };
+    let Some(nats_url) = nats_url("discovery") else {
+        return;
+    };
     let bucket = unique_bucket();
     // Far longer than the test: only deregistration can remove the entry.
     let mut served = serve_reviews(&nats_url, &bucket, "30000");
@@ -95,7 +84,9 @@ async fn serve_registers_in_discovery_and_leaves_before_stopping() {
 
 #[tokio::test]
 async fn a_killed_serve_leaves_discovery_within_the_ttl() {
-    let Some(nats_url) = nats_url() else { return };
+    let Some(nats_url) = nats_url("discovery") else {
+        return;
+    };
     let bucket = unique_bucket();
     let ttl = Duration::from_secs(2);
     let mut staying = serve_reviews(&nats_url, &bucket, "2000");

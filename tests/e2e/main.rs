@@ -1,7 +1,6 @@
 //! Whole-stack tests: run the real `zocalo` binary as a user would and talk
 //! to it only through the gateway.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -14,6 +13,7 @@ mod distributed;
 mod otlp;
 mod redis_outage;
 mod service_calls;
+mod support;
 
 const ADMIN_EMAIL: &str = "root@example.com";
 const ADMIN_PASSWORD: &str = "root-password-1";
@@ -91,23 +91,11 @@ impl Stack {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn zocalo up");
-        let stdout = child.stdout.take().unwrap();
-        let (sender, receiver) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = sender.send(line);
-            }
+        let lines = support::stdout_lines(&mut child);
+        let base = support::wait_for_line(&lines, "zocalo up printed where it listens", |line| {
+            line.strip_prefix("gateway listening on ")
+                .map(str::to_owned)
         });
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let base = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = receiver
-                .recv_timeout(left)
-                .expect("zocalo up printed where it listens");
-            if let Some(url) = line.strip_prefix("gateway listening on ") {
-                break url.to_owned();
-            }
-        };
         assert_eq!(base, format!("http://127.0.0.1:{port}"));
         Self {
             child,
@@ -198,23 +186,12 @@ async fn a_reader_finds_what_an_editor_published() {
     let review: Value = review.json().await.unwrap();
 
     // A reader with no account reads, searches and compares.
-    let read: Value = http
-        .get(stack.url(&format!("/api/content/{}", review["id"].as_str().unwrap())))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let read = support::json(
+        http.get(stack.url(&format!("/api/content/{}", review["id"].as_str().unwrap()))),
+    )
+    .await;
     assert_eq!(read["editor_name"], "Eve");
-    let found: Value = http
-        .get(stack.url("/api/content?q=colour%20weight"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let found = support::json(http.get(stack.url("/api/content?q=colour%20weight"))).await;
     assert_eq!(found["items"][0]["id"], review["id"]);
 
     // A forged token never reaches the service.
@@ -311,15 +288,11 @@ async fn register_and_login_at(http: &reqwest::Client, base: &str, email: &str) 
 
 /// The account id behind an access token.
 async fn user_id(http: &reqwest::Client, base: &str, access_token: &str) -> String {
-    let me: Value = http
-        .get(format!("{base}/auth/me"))
-        .bearer_auth(access_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me = support::json(
+        http.get(format!("{base}/auth/me"))
+            .bearer_auth(access_token),
+    )
+    .await;
     me["id"].as_str().unwrap().to_owned()
 }
 
@@ -344,31 +317,21 @@ async fn a_buyer_receives_a_book_a_seller_listed() {
     assert_eq!(listed.status(), 201);
     let book: Value = listed.json().await.unwrap();
 
-    let found: Value = http
-        .get(stack.url("/api/books?q=rayuela"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let found = support::json(http.get(stack.url("/api/books?q=rayuela"))).await;
     assert_eq!(found["items"][0]["id"], book["id"]);
 
-    let placed = http
-        .post(stack.url("/api/orders"))
-        .bearer_auth(access(&buyer))
-        .header("idempotency-key", "first-purchase")
-        .json(&json!({
-            "items": [{"book_id": book["id"], "quantity": 1}],
-            "shipping_address": "Corrientes 1234, Buenos Aires",
-            "provider": "dhl",
-            "card": "4242 4242 4242 4242"
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(placed.status(), 202);
-    let order: Value = placed.json().await.unwrap();
+    let order = support::accepted_order(
+        http.post(stack.url("/api/orders"))
+            .bearer_auth(access(&buyer))
+            .header("idempotency-key", "first-purchase")
+            .json(&support::one_copy_order(
+                book["id"].clone(),
+                "Corrientes 1234, Buenos Aires",
+                "dhl",
+                "4242 4242 4242 4242",
+            )),
+    )
+    .await;
     let order_url = stack.url(&format!("/api/orders/{}", order["id"].as_str().unwrap()));
 
     let delivered =
@@ -376,14 +339,9 @@ async fn a_buyer_receives_a_book_a_seller_listed() {
     assert_eq!(delivered["total_cents"], 1850);
     assert_eq!(delivered["shipment"]["provider"], "dhl");
 
-    let after: Value = http
-        .get(stack.url(&format!("/api/books/{}", book["id"].as_str().unwrap())))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let after =
+        support::json(http.get(stack.url(&format!("/api/books/{}", book["id"].as_str().unwrap()))))
+            .await;
     assert_eq!(after["stock"], 1);
     let others = http
         .get(&order_url)
@@ -392,15 +350,11 @@ async fn a_buyer_receives_a_book_a_seller_listed() {
         .await
         .unwrap();
     assert_eq!(others.status(), 404, "other people's orders are not found");
-    let sales: Value = http
-        .get(stack.url("/api/sales"))
-        .bearer_auth(access(&seller))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let sales = support::json(
+        http.get(stack.url("/api/sales"))
+            .bearer_auth(access(&seller)),
+    )
+    .await;
     assert_eq!(sales[0]["title"], "Rayuela");
     assert!(stack.stop().success());
 }
@@ -436,15 +390,19 @@ async fn order_status(stack: &Stack, buyer: &Value, order: &str) -> Value {
 }
 
 async fn wait_for_status(stack: &Stack, buyer: &Value, order: &str, status: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
-        let current = order_status(stack, buyer, order).await;
-        if current["status"] == status {
-            return current;
-        }
-        assert!(Instant::now() < deadline, "order never {status}: {current}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    support::eventually(
+        Duration::from_secs(40),
+        Duration::from_millis(100),
+        async || {
+            let current = order_status(stack, buyer, order).await;
+            if current["status"] == status {
+                Ok(current)
+            } else {
+                Err(format!("order never {status}: {current}"))
+            }
+        },
+    )
+    .await
 }
 
 /// SIGKILL the whole process while the worker is inside the payment step,
@@ -462,22 +420,20 @@ async fn a_process_killed_mid_payment_resumes_and_charges_once() {
     let seller = register_and_login(&first, "sara@example.com").await;
     let buyer = register_and_login(&first, "beto@example.com").await;
     let book = list_book(&first, &seller, 3).await;
-    let placed = first
-        .http
-        .post(first.url("/api/orders"))
-        .bearer_auth(access(&buyer))
-        .header("idempotency-key", "crash-test")
-        .json(&json!({
-            "items": [{"book_id": book["id"], "quantity": 1}],
-            "shipping_address": "Comala, Colima",
-            "provider": "fedex",
-            "card": "4242424242424242"
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(placed.status(), 202);
-    let order = placed.json::<Value>().await.unwrap()["id"]
+    let order = support::accepted_order(
+        first
+            .http
+            .post(first.url("/api/orders"))
+            .bearer_auth(access(&buyer))
+            .header("idempotency-key", "crash-test")
+            .json(&support::one_copy_order(
+                book["id"].clone(),
+                "Comala, Colima",
+                "fedex",
+                "4242424242424242",
+            )),
+    )
+    .await["id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -493,15 +449,12 @@ async fn a_process_killed_mid_payment_resumes_and_charges_once() {
     );
     let done = wait_for_status(&second, &buyer, &order, "delivered").await;
     assert_eq!(done["total_cents"], 1100);
-    let after: Value = second
-        .http
-        .get(second.url(&format!("/api/books/{}", book["id"].as_str().unwrap())))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let after = support::json(
+        second
+            .http
+            .get(second.url(&format!("/api/books/{}", book["id"].as_str().unwrap()))),
+    )
+    .await;
     assert_eq!(after["stock"], 2, "one copy sold, whatever the crash");
     let orders = zocalo_orders::store::open(&zocalo_store::DatabaseSettings {
         url: format!("sqlite://{}", data.0.join("orders.db").display()),
@@ -563,6 +516,22 @@ async fn books_status(stack: &Stack) -> u16 {
     status
 }
 
+/// Poll `/api/books` until it answers `wanted`, within 15 s.
+async fn wait_for_books_status(stack: &Stack, wanted: u16, what: &str) {
+    support::eventually(
+        Duration::from_secs(15),
+        Duration::from_millis(100),
+        async || {
+            if books_status(stack).await == wanted {
+                Ok(())
+            } else {
+                Err(what.to_owned())
+            }
+        },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rate_limit_changed_in_the_live_file_is_enforced_without_restart() {
     let data = tempfile_dir::Dir::new();
@@ -586,14 +555,7 @@ async fn a_rate_limit_changed_in_the_live_file_is_enforced_without_restart() {
         assert_eq!(books_status(&stack).await, 200);
     }
     std::fs::write(&live, "rate_limit = { per_second = 0.01, burst = 2 }\n").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while books_status(&stack).await != 429 {
-        assert!(
-            Instant::now() < deadline,
-            "new limit enforced within seconds"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_books_status(&stack, 429, "new limit enforced within seconds").await;
 
     // A broken version is rejected: the tight limit stays in force.
     std::fs::write(&live, "rate_limit = { per_second = \n").unwrap();
@@ -601,10 +563,6 @@ async fn a_rate_limit_changed_in_the_live_file_is_enforced_without_restart() {
     assert_eq!(books_status(&stack).await, 429);
 
     std::fs::write(&live, "rate_limit = { per_second = 0, burst = 1 }\n").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while books_status(&stack).await != 200 {
-        assert!(Instant::now() < deadline, "limiting switched off live");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_books_status(&stack, 200, "limiting switched off live").await;
     assert!(stack.stop().success());
 }

@@ -61,6 +61,36 @@ impl Collector {
         }
     }
 
+    /// `zocalo up` exporting its traces here, with `env` besides.
+    fn export_from_stack(&self, env: &[(&str, &str)]) -> Stack {
+        let data = tempfile_dir::Dir::new();
+        let mut env = env.to_vec();
+        env.push(("OTEL_EXPORTER_OTLP_ENDPOINT", self.url.as_str()));
+        let mut stack = Stack::start_in(&data.0, free_port(), &env);
+        stack._data = Some(data);
+        stack
+    }
+
+    /// The spans of `trace_id` once `complete` holds for them, or those
+    /// received when `within` has passed (the caller's assertions say
+    /// what was missing).
+    async fn spans_once(
+        &self,
+        trace_id: &str,
+        within: Duration,
+        every: Duration,
+        complete: impl Fn(&[Received]) -> bool,
+    ) -> Vec<Received> {
+        let deadline = Instant::now() + within;
+        loop {
+            let spans = self.in_trace(trace_id);
+            if complete(&spans) || Instant::now() > deadline {
+                return spans;
+            }
+            tokio::time::sleep(every).await;
+        }
+    }
+
     fn in_trace(&self, trace_id: &str) -> Vec<Received> {
         let spans = self.spans.lock().unwrap();
         spans
@@ -129,18 +159,12 @@ fn hex(bytes: &[u8]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_requests_spans_reach_the_otlp_collector_in_the_clients_trace() {
     let collector = Collector::start().await;
-    let data = tempfile_dir::Dir::new();
     // A batch delay longer than the test: spans can only arrive through the
     // flush on SIGTERM, which is what this proves.
-    let stack = Stack::start_in(
-        &data.0,
-        free_port(),
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.url.as_str()),
-            ("OTEL_SERVICE_NAME", "zocalo-e2e"),
-            ("OTEL_BSP_SCHEDULE_DELAY", "600000"),
-        ],
-    );
+    let stack = collector.export_from_stack(&[
+        ("OTEL_SERVICE_NAME", "zocalo-e2e"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "600000"),
+    ]);
     let response = stack
         .http
         .get(stack.url("/api/content?q=lens"))
@@ -156,14 +180,14 @@ async fn a_requests_spans_reach_the_otlp_collector_in_the_clients_trace() {
     assert!(status.success(), "zocalo stopped cleanly: {status}");
     // The flush happened before the process exited; a short grace covers
     // the collector's own bookkeeping.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let spans = loop {
-        let spans = collector.in_trace(TRACE_ID);
-        if spans.len() >= 2 || Instant::now() > deadline {
-            break spans;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let spans = collector
+        .spans_once(
+            TRACE_ID,
+            Duration::from_secs(5),
+            Duration::from_millis(50),
+            |spans| spans.len() >= 2,
+        )
+        .await;
     assert!(
         spans.len() >= 2,
         "gateway and service spans: {spans:?}; all received: {:?}",
@@ -188,35 +212,25 @@ async fn a_requests_spans_reach_the_otlp_collector_in_the_clients_trace() {
 async fn an_orders_saga_runs_in_the_trace_of_the_request_that_placed_it() {
     const ORDER_TRACE: &str = "7c1d1b7e3f0a4c2d9e8f6a5b4c3d2e1f";
     let collector = Collector::start().await;
-    let data = tempfile_dir::Dir::new();
-    let stack = Stack::start_in(
-        &data.0,
-        free_port(),
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.url.as_str()),
-            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
-        ],
-    );
+    let stack = collector.export_from_stack(&[("OTEL_BSP_SCHEDULE_DELAY", "200")]);
     let seller = crate::register_and_login(&stack, "sol@example.com").await;
     let buyer = crate::register_and_login(&stack, "bruno@example.com").await;
     let book = crate::list_book(&stack, &seller, 1).await;
-    let placed = stack
-        .http
-        .post(stack.url("/api/orders"))
-        .bearer_auth(crate::access(&buyer))
-        .header("traceparent", format!("00-{ORDER_TRACE}-{CLIENT_SPAN}-01"))
-        .header("idempotency-key", "traced-purchase")
-        .json(&serde_json::json!({
-            "items": [{"book_id": book["id"], "quantity": 1}],
-            "shipping_address": "Corrientes 1234, Buenos Aires",
-            "provider": "dhl",
-            "card": "4242 4242 4242 4242"
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(placed.status(), 202);
-    let order: serde_json::Value = placed.json().await.unwrap();
+    let order = crate::support::accepted_order(
+        stack
+            .http
+            .post(stack.url("/api/orders"))
+            .bearer_auth(crate::access(&buyer))
+            .header("traceparent", format!("00-{ORDER_TRACE}-{CLIENT_SPAN}-01"))
+            .header("idempotency-key", "traced-purchase")
+            .json(&crate::support::one_copy_order(
+                book["id"].clone(),
+                "Corrientes 1234, Buenos Aires",
+                "dhl",
+                "4242 4242 4242 4242",
+            )),
+    )
+    .await;
     crate::wait_for_status(&stack, &buyer, order["id"].as_str().unwrap(), "delivered").await;
 
     let served_by = |spans: &[Received], service: &str| {
@@ -232,19 +246,20 @@ async fn an_orders_saga_runs_in_the_trace_of_the_request_that_placed_it() {
             .cloned()
             .collect()
     };
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let spans = loop {
-        let spans = collector.in_trace(ORDER_TRACE);
-        let complete = ["gateway", "orders", "catalog"]
-            .iter()
-            .all(|service| served_by(&spans, service))
-            && spans.iter().any(|s| s.name == "job")
-            && orphans(&spans).is_empty();
-        if complete || Instant::now() > deadline {
-            break spans;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let spans = collector
+        .spans_once(
+            ORDER_TRACE,
+            Duration::from_secs(15),
+            Duration::from_millis(100),
+            |spans| {
+                ["gateway", "orders", "catalog"]
+                    .iter()
+                    .all(|service| served_by(spans, service))
+                    && spans.iter().any(|s| s.name == "job")
+                    && orphans(spans).is_empty()
+            },
+        )
+        .await;
     let names: Vec<(&str, Option<&str>)> = spans
         .iter()
         .map(|s| (s.name.as_str(), s.served_by.as_deref()))

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 use zocalo_testkit::redis::RedisProcess;
 
-use super::breaker_outage::{nats_url, unique_bucket};
 use super::distributed::{Served, deployment_env, wait_for_instances, with};
 use super::free_port;
+use super::support::{Load, Tally, eventually, nats_url, unique_bucket};
 
 /// Requests a client may make at once; the refill (one per 1000 s) is
 /// negligible during the test.
@@ -71,7 +71,7 @@ async fn steady_load(
     gateways: [String; 2],
     clients: Arc<AtomicU32>,
     stop: Arc<AtomicBool>,
-    failures: Arc<Mutex<(u64, Vec<String>)>>,
+    tally: Arc<Mutex<Tally>>,
 ) {
     for n in 0..20_000usize {
         if stop.load(Ordering::Relaxed) {
@@ -83,13 +83,11 @@ async fn steady_load(
             .timeout(Duration::from_secs(10))
             .send()
             .await;
-        let mut failures = failures.lock().await;
-        failures.0 += 1;
-        match result {
-            Ok(response) if response.status() == 200 => {}
-            Ok(response) => failures.1.push(format!("status {}", response.status())),
-            Err(error) => failures.1.push(format!("transport: {error}")),
-        }
+        tally
+            .lock()
+            .await
+            .record(result, |status| status == 200)
+            .await;
     }
 }
 
@@ -103,7 +101,7 @@ struct Deployment {
 
 impl Deployment {
     async fn start() -> Option<Self> {
-        let nats_url = nats_url()?;
+        let nats_url = nats_url("failure")?;
         let redis = RedisProcess::start()?;
         let ports = [free_port(), free_port()];
         let gateways = ports.map(|port| format!("http://127.0.0.1:{port}"));
@@ -144,14 +142,18 @@ async fn wait_until_shared(
     [first, second]: &[String; 2],
     clients: &AtomicU32,
 ) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !budget_is_shared(http, first, second, &fresh_client(clients)).await {
-        assert!(
-            Instant::now() < deadline,
-            "the gateways never went back to the shared budget"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    eventually(
+        Duration::from_secs(20),
+        Duration::from_millis(250),
+        async || {
+            if budget_is_shared(http, first, second, &fresh_client(clients)).await {
+                Ok(())
+            } else {
+                Err("the gateways never went back to the shared budget".to_owned())
+            }
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,19 +176,16 @@ async fn gateways_keep_serving_with_local_limits_while_redis_is_down() {
         "with Redis the gateways share a client's budget"
     );
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let failures = Arc::new(Mutex::new((0u64, Vec::new())));
-    let load: Vec<_> = (0..2)
-        .map(|_| {
-            tokio::spawn(steady_load(
-                http.clone(),
-                gateways.clone(),
-                clients.clone(),
-                stop.clone(),
-                failures.clone(),
-            ))
-        })
-        .collect();
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let load = Load::start(2, |stop| {
+        steady_load(
+            http.clone(),
+            gateways.clone(),
+            clients.clone(),
+            stop,
+            tally.clone(),
+        )
+    });
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     // Redis down: each gateway still limits, on its own count.
@@ -218,24 +217,8 @@ async fn gateways_keep_serving_with_local_limits_while_redis_is_down() {
     }
     assert_eq!(ok, BURST, "one budget across both gateways again");
 
-    stop.store(true, Ordering::Relaxed);
-    for task in load {
-        task.await.unwrap();
-    }
-    let failures = failures.lock().await;
-    eprintln!(
-        "load: {} requests, {} failures",
-        failures.0,
-        failures.1.len()
-    );
-    assert!(failures.0 > 20, "the load ran ({})", failures.0);
-    assert!(
-        failures.1.is_empty(),
-        "{} of {} requests failed: {:?}",
-        failures.1.len(),
-        failures.0,
-        &failures.1[..failures.1.len().min(5)]
-    );
+    load.stop().await;
+    tally.lock().await.assert_ran_without_failures(20);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,12 +3,13 @@
 //! point nowhere) and keeps completing orders when one of two catalog
 //! instances is killed with SIGKILL.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use zocalo_testkit::{Backend, database};
 
 use super::distributed::{Served, deployment_env, with};
+use super::support::{accepted_order, eventually, json, nats_url, one_copy_order, unique_bucket};
 use super::{access, free_port, register_and_login_at, tempfile_dir};
 
 const CLIENT_SECRET: &str = "orders-e2e-secret";
@@ -47,52 +48,37 @@ async fn list_book(http: &reqwest::Client, catalog: &str, seller: &Value) -> Str
 
 /// Place an order for one copy and wait (at most 40 s) until delivered.
 async fn buy(http: &reqwest::Client, orders: &str, buyer: &Value, book: &str, key: &str) {
-    let placed = http
-        .post(format!("{orders}/api/orders"))
-        .bearer_auth(access(buyer))
-        .header("idempotency-key", key)
-        .json(&json!({
-            "items": [{"book_id": book, "quantity": 1}],
-            "shipping_address": "Av. de Mayo 575, Buenos Aires",
-            "provider": "dhl",
-            "card": "4242 4242 4242 4242"
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(placed.status(), 202);
-    let order: Value = placed.json().await.unwrap();
-    let url = format!("{orders}/api/orders/{}", order["id"].as_str().unwrap());
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
-        let current: Value = http
-            .get(&url)
+    let order = accepted_order(
+        http.post(format!("{orders}/api/orders"))
             .bearer_auth(access(buyer))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if current["status"] == "delivered" {
-            return;
-        }
-        assert_ne!(current["status"], "failed", "{current}");
-        assert!(
-            Instant::now() < deadline,
-            "order never delivered: {current}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+            .header("idempotency-key", key)
+            .json(&one_copy_order(
+                book,
+                "Av. de Mayo 575, Buenos Aires",
+                "dhl",
+                "4242 4242 4242 4242",
+            )),
+    )
+    .await;
+    let url = format!("{orders}/api/orders/{}", order["id"].as_str().unwrap());
+    eventually(
+        Duration::from_secs(40),
+        Duration::from_millis(100),
+        async || {
+            let current = json(http.get(&url).bearer_auth(access(buyer))).await;
+            if current["status"] == "delivered" {
+                return Ok(());
+            }
+            assert_ne!(current["status"], "failed", "{current}");
+            Err(format!("order never delivered: {current}"))
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_orders_worker_calls_discovered_instances_and_survives_losing_one() {
-    let Some(nats_url) = std::env::var("ZOCALO_TEST_NATS_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-    else {
-        eprintln!("ZOCALO_TEST_NATS_URL is unset: service-call test not run");
+    let Some(nats_url) = nats_url("service-call") else {
         return;
     };
     let (Some(catalog_db), Some(orders_db)) = (
@@ -103,9 +89,8 @@ async fn the_orders_worker_calls_discovered_instances_and_survives_losing_one() 
         return;
     };
     let unique = uuid::Uuid::new_v4().simple().to_string();
-    let bucket = format!("t_{}", &unique[..16]);
     let public_url = format!("http://127.0.0.1:{}", free_port());
-    let env = deployment_env(&nats_url, &bucket, &public_url);
+    let env = deployment_env(&nats_url, &unique_bucket(), &public_url);
     let config = tempfile_dir::Dir::new();
 
     let auth = Served::start(
@@ -157,13 +142,6 @@ async fn the_orders_worker_calls_discovered_instances_and_survives_losing_one() 
     for key in ["after-1", "after-2", "after-3"] {
         buy(&http, &orders.url(), &buyer, &book, key).await;
     }
-    let after: Value = http
-        .get(format!("{}/api/books/{book}", catalogs[0].url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let after = json(http.get(format!("{}/api/books/{book}", catalogs[0].url()))).await;
     assert_eq!(after["stock"], 1, "four copies sold, once each");
 }

@@ -183,6 +183,84 @@ fn stats_from_row(row: &Row, offset: usize) -> ReviewStats {
     }
 }
 
+/// The tables of equipment reviews are written about; cameras and lenses
+/// are read the same way.
+#[derive(Clone, Copy)]
+enum EquipmentTable {
+    Cameras,
+    Lenses,
+}
+
+impl EquipmentTable {
+    /// The table and the columns its `*_from_row` reads, in order.
+    fn table_and_columns(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Cameras => ("cameras", CAMERA_COLUMNS),
+            Self::Lenses => ("lenses", LENS_COLUMNS),
+        }
+    }
+}
+
+impl PostgresStore {
+    /// One camera or lens, read through the read pool.
+    async fn equipment<T>(
+        &self,
+        table: EquipmentTable,
+        id: Uuid,
+        from_row: fn(&Row) -> T,
+    ) -> Result<Option<T>, StoreError> {
+        let (table, columns) = table.table_and_columns();
+        let client = self.pools.reader().await?;
+        let sql = format!("SELECT {columns} FROM {table} WHERE id = $1");
+        Ok(client.query_opt(&sql, &[&id]).await?.as_ref().map(from_row))
+    }
+
+    /// A page of cameras or lenses in id order, optionally of one brand
+    /// (compared without case).
+    async fn equipment_page<T>(
+        &self,
+        table: EquipmentTable,
+        query: EquipmentQuery,
+        from_row: fn(&Row) -> T,
+    ) -> Result<Vec<T>, StoreError> {
+        let (table, columns) = table.table_and_columns();
+        let client = self.pools.reader().await?;
+        let sql = format!(
+            "SELECT {columns} FROM {table} WHERE ($1::uuid IS NULL OR id > $1) \
+             AND ($2::text IS NULL OR lower(brand) = lower($2)) ORDER BY id LIMIT $3"
+        );
+        let rows = client
+            .query(&sql, &[&query.after, &query.brand, &i64::from(query.limit)])
+            .await?;
+        Ok(rows.iter().map(from_row).collect())
+    }
+
+    /// Create a resource at most once per Idempotency-Key: the key is
+    /// claimed first in the transaction (a concurrent request with it must
+    /// wait there, not on a unique index of the resource, where it would
+    /// fail as a duplicate), then `insert` runs, and the answer to replay is
+    /// stored with the resource. A key used before returns its record.
+    async fn create_once<T: Serialize>(
+        &self,
+        claim: Option<IdempotencyClaim>,
+        kind: ResourceKind,
+        id: Uuid,
+        insert: impl AsyncFnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<Created<T>, StoreError> {
+        let mut client = self.pools.writer().await?;
+        sweep_expired_keys(&client, claim.as_ref()).await;
+        let tx = client.transaction().await?;
+        if let Some(record) = claim_key(&tx, claim.as_ref(), kind, id).await? {
+            tx.rollback().await?;
+            return Ok(Created::Existing(record));
+        }
+        let created = insert(&tx).await?;
+        record_response(&tx, claim.as_ref(), &created).await?;
+        tx.commit().await?;
+        Ok(Created::New(created))
+    }
+}
+
 #[async_trait]
 impl ReviewsStore for PostgresStore {
     async fn create_camera(
@@ -190,55 +268,35 @@ impl ReviewsStore for PostgresStore {
         camera: Camera,
         claim: Option<IdempotencyClaim>,
     ) -> Result<Created<Camera>, StoreError> {
-        let mut client = self.pools.writer().await?;
-        sweep_expired_keys(&client, claim.as_ref()).await;
-        let tx = client.transaction().await?;
-        // The key first: a concurrent request with it must wait here, not
-        // on the brand/model index (where it would fail as a duplicate).
-        if let Some(record) =
-            claim_key(&tx, claim.as_ref(), ResourceKind::Camera, camera.id).await?
-        {
-            tx.rollback().await?;
-            return Ok(Created::Existing(record));
-        }
-        tx.execute(
-            &format!("INSERT INTO cameras ({CAMERA_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"),
-            &[
-                &camera.id,
-                &camera.brand,
-                &camera.model,
-                &camera.sensor,
-                &camera.megapixels,
-                &camera.released,
-                &camera.created_at,
-            ],
-        )
-        .await?;
-        record_response(&tx, claim.as_ref(), &camera).await?;
-        tx.commit().await?;
-        Ok(Created::New(camera))
+        self.create_once(claim, ResourceKind::Camera, camera.id, async |tx| {
+            tx.execute(
+                &format!(
+                    "INSERT INTO cameras ({CAMERA_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                ),
+                &[
+                    &camera.id,
+                    &camera.brand,
+                    &camera.model,
+                    &camera.sensor,
+                    &camera.megapixels,
+                    &camera.released,
+                    &camera.created_at,
+                ],
+            )
+            .await?;
+            Ok(camera)
+        })
+        .await
     }
 
     async fn camera(&self, id: Uuid) -> Result<Option<Camera>, StoreError> {
-        let client = self.pools.reader().await?;
-        let sql = format!("SELECT {CAMERA_COLUMNS} FROM cameras WHERE id = $1");
-        Ok(client
-            .query_opt(&sql, &[&id])
-            .await?
-            .as_ref()
-            .map(camera_from_row))
+        self.equipment(EquipmentTable::Cameras, id, camera_from_row)
+            .await
     }
 
     async fn cameras(&self, query: EquipmentQuery) -> Result<Vec<Camera>, StoreError> {
-        let client = self.pools.reader().await?;
-        let sql = format!(
-            "SELECT {CAMERA_COLUMNS} FROM cameras WHERE ($1::uuid IS NULL OR id > $1) \
-             AND ($2::text IS NULL OR lower(brand) = lower($2)) ORDER BY id LIMIT $3"
-        );
-        let rows = client
-            .query(&sql, &[&query.after, &query.brand, &i64::from(query.limit)])
-            .await?;
-        Ok(rows.iter().map(camera_from_row).collect())
+        self.equipment_page(EquipmentTable::Cameras, query, camera_from_row)
+            .await
     }
 
     async fn create_lens(
@@ -246,52 +304,36 @@ impl ReviewsStore for PostgresStore {
         lens: Lens,
         claim: Option<IdempotencyClaim>,
     ) -> Result<Created<Lens>, StoreError> {
-        let mut client = self.pools.writer().await?;
-        sweep_expired_keys(&client, claim.as_ref()).await;
-        let tx = client.transaction().await?;
-        if let Some(record) = claim_key(&tx, claim.as_ref(), ResourceKind::Lens, lens.id).await? {
-            tx.rollback().await?;
-            return Ok(Created::Existing(record));
-        }
-        tx.execute(
-            &format!("INSERT INTO lenses ({LENS_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"),
-            &[
-                &lens.id,
-                &lens.brand,
-                &lens.model,
-                &lens.mount,
-                &lens.focal_min_mm,
-                &lens.focal_max_mm,
-                &lens.max_aperture,
-                &lens.created_at,
-            ],
-        )
-        .await?;
-        record_response(&tx, claim.as_ref(), &lens).await?;
-        tx.commit().await?;
-        Ok(Created::New(lens))
+        self.create_once(claim, ResourceKind::Lens, lens.id, async |tx| {
+            tx.execute(
+                &format!(
+                    "INSERT INTO lenses ({LENS_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                ),
+                &[
+                    &lens.id,
+                    &lens.brand,
+                    &lens.model,
+                    &lens.mount,
+                    &lens.focal_min_mm,
+                    &lens.focal_max_mm,
+                    &lens.max_aperture,
+                    &lens.created_at,
+                ],
+            )
+            .await?;
+            Ok(lens)
+        })
+        .await
     }
 
     async fn lens(&self, id: Uuid) -> Result<Option<Lens>, StoreError> {
-        let client = self.pools.reader().await?;
-        let sql = format!("SELECT {LENS_COLUMNS} FROM lenses WHERE id = $1");
-        Ok(client
-            .query_opt(&sql, &[&id])
-            .await?
-            .as_ref()
-            .map(lens_from_row))
+        self.equipment(EquipmentTable::Lenses, id, lens_from_row)
+            .await
     }
 
     async fn lenses(&self, query: EquipmentQuery) -> Result<Vec<Lens>, StoreError> {
-        let client = self.pools.reader().await?;
-        let sql = format!(
-            "SELECT {LENS_COLUMNS} FROM lenses WHERE ($1::uuid IS NULL OR id > $1) \
-             AND ($2::text IS NULL OR lower(brand) = lower($2)) ORDER BY id LIMIT $3"
-        );
-        let rows = client
-            .query(&sql, &[&query.after, &query.brand, &i64::from(query.limit)])
-            .await?;
-        Ok(rows.iter().map(lens_from_row).collect())
+        self.equipment_page(EquipmentTable::Lenses, query, lens_from_row)
+            .await
     }
 
     async fn create_review(
@@ -299,16 +341,8 @@ impl ReviewsStore for PostgresStore {
         review: NewReview,
         claim: Option<IdempotencyClaim>,
     ) -> Result<Created<Review>, StoreError> {
-        let mut client = self.pools.writer().await?;
-        sweep_expired_keys(&client, claim.as_ref()).await;
-        let tx = client.transaction().await?;
-        if let Some(record) =
-            claim_key(&tx, claim.as_ref(), ResourceKind::Review, review.id).await?
-        {
-            tx.rollback().await?;
-            return Ok(Created::Existing(record));
-        }
-        tx.execute(
+        self.create_once(claim, ResourceKind::Review, review.id, async |tx| {
+            tx.execute(
                 "INSERT INTO reviews (id, title, content, rating, camera_id, lens_id, editor_id, editor_name, created_at, updated_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
                 &[
@@ -318,12 +352,11 @@ impl ReviewsStore for PostgresStore {
                 ],
             )
             .await?;
-        let created = load_review(&*tx, review.id)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        record_response(&tx, claim.as_ref(), &created).await?;
-        tx.commit().await?;
-        Ok(Created::New(created))
+            load_review(tx, review.id)
+                .await?
+                .ok_or(StoreError::NotFound)
+        })
+        .await
     }
 
     async fn review(&self, id: Uuid) -> Result<Option<Review>, StoreError> {

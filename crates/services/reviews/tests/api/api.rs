@@ -18,15 +18,7 @@ backend_tests!(
 async fn editors_list_cameras_and_lenses(backend: Backend) {
     let app = spawn(backend).await;
     let camera = app.camera("Sony", "A7 IV").await;
-    let got: Value = app
-        .api
-        .get(&format!("/api/cameras/{camera}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let got = app.get_json(&format!("/api/cameras/{camera}")).await;
     assert_eq!(got["model"], "A7 IV");
     assert_eq!(got["megapixels"], 24.2);
 
@@ -42,46 +34,16 @@ async fn editors_list_cameras_and_lenses(backend: Backend) {
 
     app.camera("Nikon", "Z6").await;
     app.lens("Sony", "FE 24-70 GM").await;
-    let sony: Value = app
-        .api
-        .get("/api/cameras?brand=SONY")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let sony = app.get_json("/api/cameras?brand=SONY").await;
     assert_eq!(sony["items"].as_array().unwrap().len(), 1);
-    let lenses: Value = app
-        .api
-        .get("/api/lenses")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let lenses = app.get_json("/api/lenses").await;
     assert_eq!(lenses["items"][0]["focal_max_mm"], 70.0);
 
-    let first: Value = app
-        .api
-        .get("/api/cameras?limit=1")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let first = app.get_json("/api/cameras?limit=1").await;
     let cursor = first["next_cursor"].as_str().unwrap();
-    let second: Value = app
-        .api
-        .get(&format!("/api/cameras?limit=1&cursor={cursor}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let second = app
+        .get_json(&format!("/api/cameras?limit=1&cursor={cursor}"))
+        .await;
     assert_eq!(second["items"][0]["brand"], "Nikon");
     assert!(second["next_cursor"].is_null());
 
@@ -163,15 +125,7 @@ async fn a_review_is_published_read_and_changed_by_its_editor(backend: Backend) 
     assert_eq!(created["target_brand"], "Fujifilm");
     let id = created["id"].as_str().unwrap();
 
-    let public: Value = app
-        .api
-        .get(&format!("/api/content/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let public = app.get_json(&format!("/api/content/{id}")).await;
     assert_eq!(public["title"], "Film looks");
 
     let patched: Value = app
@@ -373,15 +327,7 @@ async fn compare_puts_specs_and_ratings_side_by_side(backend: Backend) {
     let b = app.camera("Canon", "R3").await;
     app.review(a, "one", "x", 5).await;
     app.review(a, "two", "y", 4).await;
-    let comparison: Value = app
-        .api
-        .get(&format!("/api/compare?cameras={a},{b}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let comparison = app.get_json(&format!("/api/compare?cameras={a},{b}")).await;
     assert_eq!(comparison["kind"], "cameras");
     let items = comparison["items"].as_array().unwrap();
     assert_eq!(items[0]["model"], "A1");
@@ -392,15 +338,9 @@ async fn compare_puts_specs_and_ratings_side_by_side(backend: Backend) {
 
     let l1 = app.lens("Sony", "85 GM").await;
     let l2 = app.lens("Canon", "85 L").await;
-    let lenses: Value = app
-        .api
-        .get(&format!("/api/compare?lenses={l1},{l2}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let lenses = app
+        .get_json(&format!("/api/compare?lenses={l1},{l2}"))
+        .await;
     assert_eq!(lenses["items"].as_array().unwrap().len(), 2);
 
     expect_problem(
@@ -528,15 +468,7 @@ async fn operability_endpoints_answer(backend: Backend) {
         .await
         .unwrap();
     assert!(metrics.contains("route=\"/api/content\""), "{metrics}");
-    let openapi: Value = app
-        .api
-        .get("/openapi.json")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let openapi = app.get_json("/openapi.json").await;
     assert!(openapi["openapi"].as_str().unwrap().starts_with("3."));
     assert!(openapi["paths"]["/api/content"]["get"].is_object());
     let request_id = app

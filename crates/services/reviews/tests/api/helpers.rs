@@ -136,6 +136,18 @@ impl TestApp {
         id_of(response).await
     }
 
+    /// GET `path` anonymously and decode the JSON answer.
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.api
+            .get(path)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     pub async fn content(&self, query: &str) -> Value {
         let response = self
             .api

@@ -93,15 +93,7 @@ async fn a_repeat_with_the_key_gets_the_first_answer(backend: Backend) {
         first.location.as_deref(),
         Some(format!("/api/cameras/{camera_id}").as_str())
     );
-    let listed: Value = app
-        .api
-        .get("/api/cameras?brand=hasselblad")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed = app.get_json("/api/cameras?brand=hasselblad").await;
     assert_eq!(listed["items"].as_array().unwrap().len(), 1);
 
     let lens = r#"{"brand": "Laowa", "model": "9mm", "mount": "E", "focal_min_mm": 9, "focal_max_mm": 9, "max_aperture": 5.6}"#;
@@ -183,15 +175,7 @@ async fn a_key_reused_for_another_request_is_422(backend: Backend) {
 
     // Neither created anything, and the first request still replays.
     assert_eq!(review_count_of(&app, app.editor.0).await, 1);
-    let lenses: Value = app
-        .api
-        .get("/api/lenses")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let lenses = app.get_json("/api/lenses").await;
     assert!(lenses["items"].as_array().unwrap().is_empty());
     let again = post_keyed(&app.api, "/api/reviews", &token, "k", &review(4)).await;
     assert_replay_of(&again, &first);
@@ -292,15 +276,7 @@ async fn keys_of_different_users_do_not_collide(backend: Backend) {
 
 async fn the_header_is_documented(backend: Backend) {
     let app = spawn(backend).await;
-    let openapi: Value = app
-        .api
-        .get("/openapi.json")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let openapi = app.get_json("/openapi.json").await;
     for path in ["/api/reviews", "/api/cameras", "/api/lenses"] {
         let parameters = openapi["paths"][path]["post"]["parameters"]
             .as_array()
