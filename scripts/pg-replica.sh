@@ -13,7 +13,8 @@
 #                its WAL receiver is streaming and it has replayed everything
 #                the primary had written when asked. It never promotes.
 #
-# Every command is idempotent. Runs as root; the cluster itself runs as the
+# Every command is idempotent. PG_REPLICA_READY_TIMEOUT_SECS (default 90)
+# bounds the wait for the clone to start streaming. Runs as root; the cluster itself runs as the
 # `postgres` user like the Debian primary. No replication slot is created on
 # purpose: a forgotten stopped replica must not make the shared primary keep
 # WAL forever (a replica that falls too far behind is re-cloned by deleting
@@ -26,7 +27,7 @@ PORT=5433
 DIR=""
 PRIMARY_HOST=127.0.0.1
 PRIMARY_PORT=5432
-READY_TIMEOUT_SECS=30
+READY_TIMEOUT_SECS=${PG_REPLICA_READY_TIMEOUT_SECS:-90}
 
 usage() {
   sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' >&2
