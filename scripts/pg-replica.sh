@@ -17,8 +17,9 @@
 # bounds the wait for the clone to start streaming. Runs as root; the
 # cluster itself runs as the `postgres` user like the Debian primary. No
 # replication slot is created on purpose: a forgotten stopped replica must
-# not make the shared primary keep WAL forever (a replica that falls too far behind is re-cloned by deleting
-# its directory and running `start` again).
+# not make the shared primary keep WAL forever (a replica that falls too
+# far behind is re-cloned by deleting its directory and running `start`
+# again).
 set -euo pipefail
 
 PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
