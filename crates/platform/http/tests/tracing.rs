@@ -5,21 +5,11 @@
 use axum::Router;
 use axum::http::HeaderMap;
 use axum::routing::get;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use zocalo_testkit::logs::CapturedLogs;
+use zocalo_testkit::serve::serve;
 
 const TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
 const CALLER_SPAN: &str = "b7ad6b7169203331";
-
-/// Serve `router` on a loopback port; the server stops when the guard drops.
-async fn serve(router: Router) -> (String, tokio_util::sync::DropGuard) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let stop = CancellationToken::new();
-    tokio::spawn(zocalo_http::server::serve(listener, router, stop.clone()));
-    (url, stop.drop_guard())
-}
 
 /// The next service: answers with the `traceparent` it was called with.
 fn next_service() -> Router {
@@ -75,8 +65,9 @@ fn parts(traceparent: &str) -> (String, String) {
 async fn a_request_continues_the_callers_trace_in_logs_and_onward_calls() {
     let (logs, dispatch) = CapturedLogs::dispatch("info");
     let _subscriber = tracing::dispatcher::set_default(&dispatch);
-    let (next_url, _next) = serve(next_service()).await;
-    let (url, _service) = serve(service(next_url)).await;
+    let next = serve(next_service()).await;
+    let service = serve(service(next.url.clone())).await;
+    let url = &service.url;
     let client = reqwest::Client::new();
 
     let seen = client

@@ -11,10 +11,12 @@
 //! - [`redis`] names the test Redis and runs throwaway `redis-server`s;
 //! - [`replica`]: the shared streaming replica and throwaway ones a test may
 //!   stop, restart or pause;
-//! - [`logs`] captures the JSON log lines an app writes.
+//! - [`logs`] captures the JSON log lines an app writes;
+//! - [`serve`] runs a throwaway router on a loopback port.
 
 pub mod logs;
 pub mod redis;
+pub mod serve;
 
 use std::sync::Arc;
 

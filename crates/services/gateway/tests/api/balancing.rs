@@ -12,9 +12,8 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use zocalo_gateway::{BreakerSettings, RouteSettings, Settings, Strategy};
+use zocalo_testkit::serve::{Served, serve};
 use zocalo_testkit::{TestTokens, expect_problem};
 
 use crate::support::{TestGateway, dead_url, header, settings, spawn_gateway, spawn_upstream};
@@ -45,7 +44,7 @@ struct StubState {
 struct Stub {
     url: String,
     state: StubState,
-    _stop: tokio_util::sync::DropGuard,
+    _served: Served,
 }
 
 impl Stub {
@@ -56,19 +55,11 @@ impl Stub {
             mode: Arc::new(AtomicU8::new(mode as u8)),
         };
         let app = Router::new().fallback(answer).with_state(state.clone());
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let stop = CancellationToken::new();
-        let signal = stop.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(signal.cancelled_owned())
-                .await
-        });
+        let served = serve(app).await;
         Self {
-            url,
+            url: served.url.clone(),
+            _served: served,
             state,
-            _stop: stop.drop_guard(),
         }
     }
 

@@ -16,11 +16,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use hyper::body::Frame;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use zocalo_gateway::{RouteSettings, Settings};
 use zocalo_testkit::TestTokens;
 use zocalo_testkit::redis::{RedisProcess, redis_url, unique_prefix};
+use zocalo_testkit::serve::{Served, serve};
 
 use crate::support::{TestGateway, header, metric, settings, spawn_gateway, spawn_upstream};
 
@@ -46,25 +45,17 @@ impl Hits {
 struct CachingUpstream {
     url: String,
     hits: Hits,
-    _stop: tokio_util::sync::DropGuard,
+    _served: Served,
 }
 
 async fn spawn_caching_upstream() -> CachingUpstream {
     let hits = Hits::default();
     let app = Router::new().fallback(answer).with_state(hits.clone());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let stop = CancellationToken::new();
-    let signal = stop.clone();
-    tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(signal.cancelled_owned())
-            .await
-    });
+    let served = serve(app).await;
     CachingUpstream {
-        url,
+        url: served.url.clone(),
+        _served: served,
         hits,
-        _stop: stop.drop_guard(),
     }
 }
 

@@ -23,6 +23,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use zocalo_config::live::Live;
 use zocalo_gateway::{Application, LiveSettings, Settings, Upstreams};
+use zocalo_testkit::serve::{Served, serve};
 use zocalo_testkit::{AUDIENCE, Client, ISSUER, TestTokens};
 
 /// Size of one chunk of `/api/content/big`, and how many there are.
@@ -52,7 +53,7 @@ struct UpstreamState {
 pub struct TestUpstream {
     pub url: String,
     pub hits: Arc<AtomicUsize>,
-    _stop: tokio_util::sync::DropGuard,
+    _served: Served,
 }
 
 impl TestUpstream {
@@ -83,19 +84,11 @@ pub async fn spawn_upstream(name: &'static str, tokens: &TestTokens) -> TestUpst
         .route("/api/content/own-headers", get(own_headers))
         .fallback(echo)
         .with_state(state);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let stop = CancellationToken::new();
-    let signal = stop.clone();
-    tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(signal.cancelled_owned())
-            .await
-    });
+    let served = serve(app).await;
     TestUpstream {
-        url,
+        url: served.url.clone(),
+        _served: served,
         hits,
-        _stop: stop.drop_guard(),
     }
 }
 

@@ -9,10 +9,9 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::State;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use zocalo_gateway::{RouteSettings, Strategy};
 use zocalo_testkit::TestTokens;
+use zocalo_testkit::serve::{Served, serve};
 
 use crate::support::{TestGateway, metric, settings, spawn_gateway, spawn_upstream};
 
@@ -21,7 +20,7 @@ use crate::support::{TestGateway, metric, settings, spawn_gateway, spawn_upstrea
 struct Instance {
     url: String,
     hits: Arc<AtomicUsize>,
-    _stop: tokio_util::sync::DropGuard,
+    _served: Served,
 }
 
 impl Instance {
@@ -33,19 +32,11 @@ impl Instance {
                 "ok"
             })
             .with_state(hits.clone());
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let stop = CancellationToken::new();
-        let signal = stop.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(signal.cancelled_owned())
-                .await
-        });
+        let served = serve(app).await;
         Self {
-            url,
+            url: served.url.clone(),
+            _served: served,
             hits,
-            _stop: stop.drop_guard(),
         }
     }
 
