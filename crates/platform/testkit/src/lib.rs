@@ -8,6 +8,7 @@
 //! - [`TestTokens`] mints access tokens for a service under test, so a
 //!   service's suite needs no auth service;
 //! - [`Client`] is a reqwest client with the base URL of the app under test;
+//! - [`nats`] names the test NATS server and makes KV buckets on it;
 //! - [`redis`] names the test Redis and runs throwaway `redis-server`s;
 //! - [`replica`]: the shared streaming replica and throwaway ones a test may
 //!   stop, restart or pause;
@@ -15,6 +16,7 @@
 //! - [`serve`] runs a throwaway router on a loopback port.
 
 pub mod logs;
+pub mod nats;
 pub mod redis;
 pub mod serve;
 

@@ -262,7 +262,13 @@ async fn public_gets_are_answered_from_the_cache_with_age_and_304() {
         ("miss", "/api/things/public?page=2 #1")
     );
     assert!(
-        metric(&f.gateway, "gateway_cache_requests_total", "result=\"hit\"").await >= 5.0,
+        metric(
+            &f.gateway.client,
+            "gateway_cache_requests_total",
+            "result=\"hit\""
+        )
+        .await
+            >= 5.0,
         "hits are counted"
     );
 }
@@ -300,7 +306,7 @@ async fn private_personal_and_unsuitable_answers_are_never_cached() {
     assert_eq!(x_cache, None, "an opted-out route is not even looked up");
     assert!(
         metric(
-            &f.gateway,
+            &f.gateway.client,
             "gateway_cache_requests_total",
             "result=\"bypass\""
         )
@@ -433,7 +439,7 @@ async fn redis_down_falls_back_to_the_in_process_cache() {
     assert_eq!(upstream.hits.count(&format!("GET {path}")), 2);
     assert!(
         metric(
-            &gateway,
+            &gateway.client,
             "cache_backend_fallbacks_total",
             "backend=\"redis\""
         )

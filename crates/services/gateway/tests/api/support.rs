@@ -278,10 +278,9 @@ pub fn raw_status(response: &str) -> u16 {
 }
 
 /// The sum of the series of `metric` whose labels contain `label`, as the
-/// gateway reports them.
-pub async fn metric(gateway: &TestGateway, metric: &str, label: &str) -> f64 {
-    let text = gateway
-        .client
+/// gateway that `client` talks to reports them.
+pub async fn metric(client: &Client, metric: &str, label: &str) -> f64 {
+    let text = client
         .get("/metrics")
         .send()
         .await

@@ -61,7 +61,7 @@ fn weights_file(path: &Path, weights: &[(&Instance, u32)]) {
 async fn until_weight(gateway: &TestGateway, instance: &Instance, weight: u32) {
     let label = format!("endpoint=\"{}\"", instance.authority());
     let deadline = Instant::now() + Duration::from_secs(15);
-    while metric(gateway, "upstream_weight", &label).await != f64::from(weight) {
+    while metric(&gateway.client, "upstream_weight", &label).await != f64::from(weight) {
         assert!(
             Instant::now() < deadline,
             "weight {weight} not applied to {}",
@@ -156,7 +156,12 @@ async fn an_invalid_weight_table_is_rejected_and_the_old_one_stays() {
     let file = dir.path().join("live.toml");
     weights_file(&file, &[(&a, 1), (&b, 0)]);
     let (gateway, _other) = weighted_gateway(&[&a, &b], Strategy::PowerOfTwoChoices, &file).await;
-    let before = metric(&gateway, "config_reloads_total", "result=\"rejected\"").await;
+    let before = metric(
+        &gateway.client,
+        "config_reloads_total",
+        "result=\"rejected\"",
+    )
+    .await;
     std::fs::write(
         &file,
         format!(
@@ -166,7 +171,14 @@ async fn an_invalid_weight_table_is_rejected_and_the_old_one_stays() {
     )
     .unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
-    while metric(&gateway, "config_reloads_total", "result=\"rejected\"").await <= before {
+    while metric(
+        &gateway.client,
+        "config_reloads_total",
+        "result=\"rejected\"",
+    )
+    .await
+        <= before
+    {
         assert!(Instant::now() < deadline, "the bad table is rejected");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
