@@ -77,6 +77,12 @@ pub fn drop_postgres_database(admin_url: &str, name: &str) {
     let _ = cleanup.join();
 }
 
+/// Send `request` and read the body of its answer as text, whatever the
+/// status: for tests that judge the body.
+pub async fn text_of(request: reqwest::RequestBuilder) -> String {
+    request.send().await.unwrap().text().await.unwrap()
+}
+
 /// `ZOCALO_TEST_POSTGRES_URL`, e.g. `postgres://postgres@127.0.0.1:5432/postgres`.
 pub fn postgres_url() -> Option<String> {
     std::env::var("ZOCALO_TEST_POSTGRES_URL")

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use zocalo_config::live::Live;
 use zocalo_gateway::{Application, LiveSettings, Settings, Upstreams};
 use zocalo_testkit::serve::{Served, serve};
-use zocalo_testkit::{AUDIENCE, Client, ISSUER, TestTokens};
+use zocalo_testkit::{AUDIENCE, Client, ISSUER, TestTokens, text_of};
 
 /// Size of one chunk of `/api/content/big`, and how many there are.
 pub const BIG_CHUNK: usize = 64 * 1024;
@@ -280,14 +280,7 @@ pub fn raw_status(response: &str) -> u16 {
 /// The sum of the series of `metric` whose labels contain `label`, as the
 /// gateway that `client` talks to reports them.
 pub async fn metric(client: &Client, metric: &str, label: &str) -> f64 {
-    let text = client
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = text_of(client.get("/metrics")).await;
     let prefix = format!("{metric}{{");
     text.lines()
         .filter(|l| l.starts_with(&prefix) && l.contains(label))
