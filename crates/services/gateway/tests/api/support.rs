@@ -62,6 +62,15 @@ impl TestUpstream {
     }
 }
 
+/// The common arrangement: a gateway with default settings in front of an
+/// upstream named `reviews` that publishes the keys of the tokens returned.
+pub async fn gateway_over_reviews() -> (TestGateway, TestUpstream, TestTokens) {
+    let tokens = TestTokens::new();
+    let upstream = spawn_upstream("reviews", &tokens).await;
+    let gateway = spawn_gateway(settings(&upstream.url)).await;
+    (gateway, upstream, tokens)
+}
+
 /// Start an upstream named `name` (it says so in `x-echo-upstream`) that
 /// publishes the keys of `tokens`.
 pub async fn spawn_upstream(name: &'static str, tokens: &TestTokens) -> TestUpstream {
