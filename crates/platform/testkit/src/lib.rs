@@ -53,28 +53,36 @@ impl Drop for TestDatabase {
     }
 }
 
-/// Drop database `name` on the server at `admin_url`, from a `Drop` impl:
-/// best effort, and blocking only a short-lived thread with its own runtime,
-/// because the test's runtime cannot be blocked on.
+/// Drop database `name` on the server at `admin_url`, from a `Drop` impl;
+/// best effort.
 pub fn drop_postgres_database(admin_url: &str, name: &str) {
     let (admin_url, name) = (admin_url.to_owned(), name.to_owned());
-    let cleanup = std::thread::spawn(move || {
+    clean_up_in_drop(async move {
+        let (client, connection) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
+            .await
+            .ok()?;
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await
+            .ok()
+    });
+}
+
+/// Run `cleanup` to completion from a `Drop` impl. The test's runtime
+/// cannot be blocked on there, so a short-lived thread with a runtime of
+/// its own runs it; failures are ignored, as cleanup is best effort.
+pub fn clean_up_in_drop<T: Send + 'static>(
+    cleanup: impl Future<Output = Option<T>> + Send + 'static,
+) {
+    let thread = std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .ok()?;
-        runtime.block_on(async {
-            let (client, connection) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
-                .await
-                .ok()?;
-            tokio::spawn(connection);
-            client
-                .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .await
-                .ok()
-        })
+        runtime.block_on(cleanup)
     });
-    let _ = cleanup.join();
+    let _ = thread.join();
 }
 
 /// Send `request` and read the body of its answer as text, whatever the
