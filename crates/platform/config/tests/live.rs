@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use zocalo_config::live::{Live, NatsKvSource, Validate};
+use zocalo_testkit::nats::{create_kv_bucket, nats_url};
 
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -131,40 +132,15 @@ async fn an_invalid_file_at_startup_is_an_error() {
     assert!(missing.to_string().contains("cannot read"), "{missing}");
 }
 
-/// A KV bucket made as `nats kv add` makes it. `create_key_value` cannot be
-/// used: it first reads the account info, whose 2.9 server format this
-/// client version no longer parses.
-async fn create_bucket(
-    jetstream: &async_nats::jetstream::Context,
-    bucket: &str,
-) -> async_nats::jetstream::kv::Store {
-    use async_nats::jetstream::stream::{Config, DiscardPolicy};
-    jetstream
-        .create_stream(Config {
-            name: format!("KV_{bucket}"),
-            subjects: vec![format!("$KV.{bucket}.>")],
-            max_messages_per_subject: 1,
-            discard: DiscardPolicy::New,
-            allow_rollup: true,
-            deny_delete: true,
-            allow_direct: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    jetstream.get_key_value(bucket).await.unwrap()
-}
-
 #[tokio::test]
 async fn a_nats_kv_key_is_followed() {
-    let Ok(url) = std::env::var("ZOCALO_TEST_NATS_URL") else {
-        eprintln!("skipping: ZOCALO_TEST_NATS_URL is not set");
+    let Some(url) = nats_url() else {
         return;
     };
     let client = async_nats::connect(&url).await.unwrap();
     let jetstream = async_nats::jetstream::new(client);
     let bucket = format!("live-test-{}", uuid::Uuid::new_v4().simple());
-    let store = create_bucket(&jetstream, &bucket).await;
+    let store = create_kv_bucket(&jetstream, &bucket).await;
     store
         .put("gateway", "per_second = 11".into())
         .await

@@ -17,6 +17,7 @@ use zocalo_discovery::{Instance, Instances};
 use zocalo_http::Problem;
 use zocalo_http::balance::{BreakerSettings, BreakerState, RetrySettings};
 use zocalo_http::client::{ClientError, ClientSettings, ServiceClient};
+use zocalo_testkit::serve::{Served, serve};
 
 /// How a stub answers every request.
 #[derive(Clone, Copy)]
@@ -32,7 +33,7 @@ enum Behaviour {
 struct Stub {
     url: String,
     hits: Arc<AtomicUsize>,
-    _stop: tokio_util::sync::DropGuard,
+    _served: Served,
 }
 
 impl Stub {
@@ -59,20 +60,11 @@ impl Stub {
                 }
             }
         }));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let stop = CancellationToken::new();
-        let stopped = stop.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stopped.cancelled_owned())
-                .await
-                .unwrap();
-        });
+        let served = serve(app).await;
         Self {
-            url,
+            url: served.url.clone(),
+            _served: served,
             hits,
-            _stop: stop.drop_guard(),
         }
     }
 

@@ -29,6 +29,35 @@ async fn passes(instances: &[&RateLimiter], key: &str, attempts: usize) -> usize
     passed
 }
 
+/// Two instances sharing one budget on `server`, checked to share it.
+async fn two_sharing(server: &RedisProcess, test: &str) -> (RateLimiter, RateLimiter) {
+    let prefix = unique_prefix(test);
+    let (a, b) = (
+        limiter(&server.url(), &prefix),
+        limiter(&server.url(), &prefix),
+    );
+    assert_eq!(passes(&[&a, &b], "before", 6).await, 3, "shared while up");
+    (a, b)
+}
+
+/// Whether, within 20 s, a budget spent on `a` refuses on `b`: a fresh key
+/// each round, since `b` refuses a key only if the count is shared again.
+async fn shared_again(a: &RateLimiter, b: &RateLimiter) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for round in 0.. {
+        let key = format!("after-{round}");
+        let _ = passes(&[a], &key, 3).await;
+        if b.check(&key).await.is_err() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    false
+}
+
 #[tokio::test]
 async fn two_instances_enforce_one_combined_budget() {
     let Some(url) = redis_url() else {
@@ -47,12 +76,7 @@ async fn redis_down_degrades_to_in_process_limits_and_recovers() {
     let Some(mut server) = RedisProcess::start() else {
         return;
     };
-    let prefix = unique_prefix("outage");
-    let (a, b) = (
-        limiter(&server.url(), &prefix),
-        limiter(&server.url(), &prefix),
-    );
-    assert_eq!(passes(&[&a, &b], "before", 6).await, 3, "shared while up");
+    let (a, b) = two_sharing(&server, "outage").await;
 
     server.kill();
     let started = Instant::now();
@@ -65,21 +89,10 @@ async fn redis_down_degrades_to_in_process_limits_and_recovers() {
     );
 
     server.restart();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    for round in 0.. {
-        // A fresh key each round: a spent budget on `a` refuses on `b` only
-        // if the count is shared again.
-        let key = format!("after-{round}");
-        let _ = passes(&[&a], &key, 3).await;
-        if b.check(&key).await.is_err() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "shared limiting resumes after Redis returns"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    assert!(
+        shared_again(&a, &b).await,
+        "shared limiting resumes after Redis returns"
+    );
 }
 
 #[tokio::test]
@@ -87,12 +100,7 @@ async fn a_frozen_redis_costs_a_timeout_not_a_hang() {
     let Some(server) = RedisProcess::start() else {
         return;
     };
-    let prefix = unique_prefix("frozen");
-    let (a, b) = (
-        limiter(&server.url(), &prefix),
-        limiter(&server.url(), &prefix),
-    );
-    assert_eq!(passes(&[&a, &b], "before", 6).await, 3, "shared while up");
+    let (a, b) = two_sharing(&server, "frozen").await;
 
     server.pause();
     let started = Instant::now();
@@ -103,17 +111,8 @@ async fn a_frozen_redis_costs_a_timeout_not_a_hang() {
     );
 
     server.resume();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    for round in 0.. {
-        let key = format!("after-{round}");
-        let _ = passes(&[&a], &key, 3).await;
-        if b.check(&key).await.is_err() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "shared limiting resumes after Redis thaws"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    assert!(
+        shared_again(&a, &b).await,
+        "shared limiting resumes after Redis thaws"
+    );
 }

@@ -5,21 +5,12 @@
 use axum::Router;
 use axum::http::HeaderMap;
 use axum::routing::get;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use zocalo_testkit::logs::CapturedLogs;
+use zocalo_testkit::serve::serve;
+use zocalo_testkit::text_of;
 
 const TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
 const CALLER_SPAN: &str = "b7ad6b7169203331";
-
-/// Serve `router` on a loopback port; the server stops when the guard drops.
-async fn serve(router: Router) -> (String, tokio_util::sync::DropGuard) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let stop = CancellationToken::new();
-    tokio::spawn(zocalo_http::server::serve(listener, router, stop.clone()));
-    (url, stop.drop_guard())
-}
 
 /// The next service: answers with the `traceparent` it was called with.
 fn next_service() -> Router {
@@ -43,13 +34,8 @@ fn service(next: String) -> Router {
             let next = next.clone();
             async move {
                 tracing::info!("working");
-                let seen = zocalo_http::traced(reqwest::Client::new().get(format!("{next}/seen")))
-                    .send()
-                    .await
-                    .unwrap()
-                    .text()
-                    .await
-                    .unwrap();
+                let onward = reqwest::Client::new().get(format!("{next}/seen"));
+                let seen = text_of(zocalo_http::traced(onward)).await;
                 tracing::warn!(%seen, "called the next service");
                 seen
             }
@@ -75,19 +61,17 @@ fn parts(traceparent: &str) -> (String, String) {
 async fn a_request_continues_the_callers_trace_in_logs_and_onward_calls() {
     let (logs, dispatch) = CapturedLogs::dispatch("info");
     let _subscriber = tracing::dispatcher::set_default(&dispatch);
-    let (next_url, _next) = serve(next_service()).await;
-    let (url, _service) = serve(service(next_url)).await;
+    let next = serve(next_service()).await;
+    let service = serve(service(next.url.clone())).await;
+    let url = &service.url;
     let client = reqwest::Client::new();
 
-    let seen = client
-        .get(format!("{url}/work"))
-        .header("traceparent", format!("00-{TRACE_ID}-{CALLER_SPAN}-01"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let seen = text_of(
+        client
+            .get(format!("{url}/work"))
+            .header("traceparent", format!("00-{TRACE_ID}-{CALLER_SPAN}-01")),
+    )
+    .await;
     let (trace, parent) = parts(&seen);
     assert_eq!(
         trace, TRACE_ID,
@@ -107,14 +91,7 @@ async fn a_request_continues_the_callers_trace_in_logs_and_onward_calls() {
     assert_eq!(called[0]["trace_id"], TRACE_ID);
 
     // Without a traceparent the request starts a trace of its own.
-    let seen = client
-        .get(format!("{url}/work"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let seen = text_of(client.get(format!("{url}/work"))).await;
     let (fresh, _) = parts(&seen);
     assert_ne!(fresh, TRACE_ID);
     let lines = logs.with_message("working");

@@ -11,15 +11,13 @@ use std::time::{Duration, Instant};
 use tokio_postgres::NoTls;
 use zocalo_http::session::with_subject;
 use zocalo_store::{DatabaseSettings, PgClient, PgPools};
-use zocalo_testkit::replica::{OwnReplica, free_port};
-use zocalo_testkit::with_database;
+use zocalo_testkit::replica::{OwnReplica, free_port, replica_url};
+use zocalo_testkit::{drop_postgres_database, postgres_url, with_database};
 
 const WAIT: Duration = Duration::from_secs(20);
 
 fn primary_url() -> Option<String> {
-    let url = std::env::var("ZOCALO_TEST_POSTGRES_URL")
-        .ok()
-        .filter(|u| !u.is_empty());
+    let url = postgres_url();
     if url.is_none() {
         eprintln!("ZOCALO_TEST_POSTGRES_URL is unset: replica test not run");
     }
@@ -28,16 +26,31 @@ fn primary_url() -> Option<String> {
 
 /// The primary and the shared replica.
 fn cluster_urls() -> Option<(String, String)> {
-    let primary = primary_url()?;
-    let replica = std::env::var("ZOCALO_TEST_REPLICA_URL")
-        .ok()
-        .filter(|u| !u.is_empty());
-    if replica.is_none() {
-        eprintln!(
-            "ZOCALO_TEST_REPLICA_URL is unset (run scripts/pg-replica.sh start): replica test not run"
-        );
+    Some((primary_url()?, replica_url()?))
+}
+
+/// A replica of this test's own (which it may stop or pause), a fresh
+/// database on the primary and pools over both, tuned by `tune`.
+struct OwnCluster {
+    // Fields drop in order: the pools close before the database is dropped.
+    pools: PgPools,
+    _db: TestDatabase,
+    replica: OwnReplica,
+}
+
+impl OwnCluster {
+    async fn start(tune: impl FnOnce(&mut DatabaseSettings)) -> Option<Self> {
+        let (primary, _) = cluster_urls()?;
+        let replica = OwnReplica::start();
+        let url = replica.url();
+        let db = TestDatabase::create(&primary, &[&url]).await;
+        let pools = db.pools(&[&url], tune).await;
+        Some(Self {
+            pools,
+            _db: db,
+            replica,
+        })
     }
-    Some((primary, replica?))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,20 +178,17 @@ async fn a_dead_replica_is_skipped_while_a_live_one_serves() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_survive_a_replica_stopping_and_return_when_it_restarts() {
-    let Some((primary, _)) = cluster_urls() else {
+    let Some(cluster) = OwnCluster::start(|s| {
+        s.replica_cooldown_ms = 300;
+        s.replica_check_interval_ms = 200;
+    })
+    .await
+    else {
         return;
     };
-    let own = OwnReplica::start();
-    let replica = own.url();
-    let db = TestDatabase::create(&primary, &[&replica]).await;
-    let pools = db
-        .pools(&[&replica], |s| {
-            s.replica_cooldown_ms = 300;
-            s.replica_check_interval_ms = 200;
-        })
-        .await;
+    let (pools, own) = (&cluster.pools, &cluster.replica);
     insert(&pools.writer().await.unwrap(), 1).await;
-    assert_eq!(served_by_port(&pools).await, own.port);
+    assert_eq!(served_by_port(pools).await, own.port);
 
     own.stop();
     for _ in 0..20 {
@@ -193,25 +203,22 @@ async fn reads_survive_a_replica_stopping_and_return_when_it_restarts() {
     assert!(!pools.replicas()[0].healthy());
 
     own.restart();
-    let back = eventually(|| async { served_by_port(&pools).await == own.port }).await;
+    let back = eventually(|| async { served_by_port(pools).await == own.port }).await;
     assert!(back, "reads did not return to the restarted replica");
     assert!(pools.replicas()[0].healthy());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lagging_replica_is_left_until_it_catches_up() {
-    let Some((primary, _)) = cluster_urls() else {
+    let Some(cluster) = OwnCluster::start(|s| {
+        s.max_replica_lag_ms = 300;
+        s.replica_check_interval_ms = 100;
+    })
+    .await
+    else {
         return;
     };
-    let own = OwnReplica::start();
-    let replica = own.url();
-    let db = TestDatabase::create(&primary, &[&replica]).await;
-    let pools = db
-        .pools(&[&replica], |s| {
-            s.max_replica_lag_ms = 300;
-            s.replica_check_interval_ms = 100;
-        })
-        .await;
+    let (pools, own) = (&cluster.pools, &cluster.replica);
 
     own.pause_replay().await;
     insert(&pools.writer().await.unwrap(), 2).await;
@@ -230,26 +237,23 @@ async fn a_lagging_replica_is_left_until_it_catches_up() {
     drop(client);
 
     own.resume_replay().await;
-    let back = eventually(|| async { served_by_port(&pools).await == own.port }).await;
+    let back = eventually(|| async { served_by_port(pools).await == own.port }).await;
     assert!(back, "reads did not return once the replica caught up");
     assert_eq!(count(&pools.reader().await.unwrap(), 2).await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_the_sticky_window_a_writer_reads_only_replicas_that_replayed_its_write() {
-    let Some((primary, _)) = cluster_urls() else {
+    let Some(cluster) = OwnCluster::start(|s| {
+        s.sticky_ms = 200;
+        s.max_replica_lag_ms = 60_000;
+        s.replica_check_interval_ms = 100;
+    })
+    .await
+    else {
         return;
     };
-    let own = OwnReplica::start();
-    let replica = own.url();
-    let db = TestDatabase::create(&primary, &[&replica]).await;
-    let pools = db
-        .pools(&[&replica], |s| {
-            s.sticky_ms = 200;
-            s.max_replica_lag_ms = 60_000;
-            s.replica_check_interval_ms = 100;
-        })
-        .await;
+    let (pools, own) = (&cluster.pools, &cluster.replica);
 
     own.pause_replay().await;
     with_subject(Some("alice".into()), async {
@@ -433,23 +437,7 @@ impl TestDatabase {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        let (primary, name) = (self.primary.clone(), self.name.clone());
-        // Drop runs inside the test's runtime, which cannot be blocked on.
-        let cleanup = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            runtime.block_on(async {
-                let (client, connection) = tokio_postgres::connect(&primary, NoTls).await.ok()?;
-                tokio::spawn(connection);
-                client
-                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .await
-                    .ok()
-            })
-        });
-        let _ = cleanup.join();
+        drop_postgres_database(&self.primary, &self.name);
     }
 }
 

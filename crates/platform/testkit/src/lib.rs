@@ -8,13 +8,17 @@
 //! - [`TestTokens`] mints access tokens for a service under test, so a
 //!   service's suite needs no auth service;
 //! - [`Client`] is a reqwest client with the base URL of the app under test;
+//! - [`nats`] names the test NATS server and makes KV buckets on it;
 //! - [`redis`] names the test Redis and runs throwaway `redis-server`s;
 //! - [`replica`]: the shared streaming replica and throwaway ones a test may
 //!   stop, restart or pause;
-//! - [`logs`] captures the JSON log lines an app writes.
+//! - [`logs`] captures the JSON log lines an app writes;
+//! - [`serve`] runs a throwaway router on a loopback port.
 
 pub mod logs;
+pub mod nats;
 pub mod redis;
+pub mod serve;
 
 use std::sync::Arc;
 
@@ -43,30 +47,48 @@ pub struct TestDatabase {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        let Some((admin_url, name)) = self.postgres.take() else {
-            return;
-        };
-        // Drop runs inside the test's runtime, which cannot be blocked on;
-        // a short-lived thread with its own runtime does the cleanup.
-        let cleanup = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            runtime.block_on(async {
-                let (client, connection) =
-                    tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
-                        .await
-                        .ok()?;
-                tokio::spawn(connection);
-                client
-                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .await
-                    .ok()
-            })
-        });
-        let _ = cleanup.join();
+        if let Some((admin_url, name)) = self.postgres.take() {
+            drop_postgres_database(&admin_url, &name);
+        }
     }
+}
+
+/// Drop database `name` on the server at `admin_url`, from a `Drop` impl;
+/// best effort.
+pub fn drop_postgres_database(admin_url: &str, name: &str) {
+    let (admin_url, name) = (admin_url.to_owned(), name.to_owned());
+    clean_up_in_drop(async move {
+        let (client, connection) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
+            .await
+            .ok()?;
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await
+            .ok()
+    });
+}
+
+/// Run `cleanup` to completion from a `Drop` impl. The test's runtime
+/// cannot be blocked on there, so a short-lived thread with a runtime of
+/// its own runs it; failures are ignored, as cleanup is best effort.
+pub fn clean_up_in_drop<T: Send + 'static>(
+    cleanup: impl Future<Output = Option<T>> + Send + 'static,
+) {
+    let thread = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
+        runtime.block_on(cleanup)
+    });
+    let _ = thread.join();
+}
+
+/// Send `request` and read the body of its answer as text, whatever the
+/// status: for tests that judge the body.
+pub async fn text_of(request: reqwest::RequestBuilder) -> String {
+    request.send().await.unwrap().text().await.unwrap()
 }
 
 /// `ZOCALO_TEST_POSTGRES_URL`, e.g. `postgres://postgres@127.0.0.1:5432/postgres`.

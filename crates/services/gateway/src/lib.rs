@@ -42,6 +42,8 @@ mod openapi;
 mod proxy;
 mod routes;
 mod settings;
+#[cfg(test)]
+mod test_headers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -673,14 +673,7 @@ mod tests {
     use zocalo_http::balance::counts_against_instance;
 
     use super::*;
-
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.append(*name, HeaderValue::from_static(value));
-        }
-        map
-    }
+    use crate::test_headers::headers;
 
     #[test]
     fn hop_by_hop_headers_are_removed_with_those_connection_names() {

@@ -4,7 +4,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use zocalo_bus::{Bus, BusOptions, NatsBus};
-use zocalo_testkit::{Backend, TestDatabase};
+use zocalo_testkit::{Backend, TestDatabase, clean_up_in_drop};
 
 /// No test may take longer than this, whatever goes wrong.
 const TEST_LIMIT: Duration = Duration::from_secs(20);
@@ -83,23 +83,15 @@ impl Drop for TestBus {
         let Some((base, prefix)) = self.nats.take() else {
             return;
         };
-        // Drop cannot await inside the test's runtime; a thread with its own
-        // runtime removes the test's streams.
-        let cleanup = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            runtime.block_on(async {
-                let options = BusOptions {
-                    prefix,
-                    ..BusOptions::default()
-                };
-                let bus = NatsBus::connect(&base, options).await.ok()?;
-                bus.delete_streams().await.ok()
-            })
+        // The test's streams go with it.
+        clean_up_in_drop(async move {
+            let options = BusOptions {
+                prefix,
+                ..BusOptions::default()
+            };
+            let bus = NatsBus::connect(&base, options).await.ok()?;
+            bus.delete_streams().await.ok()
         });
-        let _ = cleanup.join();
     }
 }
 

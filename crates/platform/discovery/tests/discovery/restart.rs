@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use zocalo_discovery::{Discovery, Instance, NatsDiscovery};
+use tokio::sync::watch;
+use zocalo_discovery::{Discovery, Instance, Instances, NatsDiscovery, Registration};
 
 use crate::support::{
     OwnNats, bounded, free_port, ids, instance, nats_server_binary, sorted_ids, wait_for,
@@ -23,22 +24,13 @@ async fn watchers_keep_their_list_through_a_nats_restart() {
         let url = format!("nats://127.0.0.1:{port}");
         let server = OwnNats::start(&binary, port, dir.path()).await;
 
-        let watcher = NatsDiscovery::connect(&url, "zocalo_instances", TTL)
-            .await
-            .expect("watcher connects");
-        let registrant = NatsDiscovery::connect(&url, "zocalo_instances", TTL)
-            .await
-            .expect("registrant connects");
-        let mut reviews = watcher.watch("reviews").await.expect("watch reviews");
-        let before = instance("reviews", 9001);
-        let _before = registrant
-            .register(before.clone(), HEARTBEAT)
-            .await
-            .expect("register");
-        wait_for(&mut reviews, Duration::from_secs(10), |list| {
-            list.len() == 1
-        })
-        .await;
+        let Watched {
+            _watcher,
+            registrant,
+            list: mut reviews,
+            registered: before,
+            _registration,
+        } = Watched::start(&url, "reviews").await;
 
         server.kill();
         // Well past the TTL with no heartbeat able to arrive: still listed.
@@ -88,22 +80,13 @@ async fn a_bucket_lost_with_the_server_is_created_again() {
         let first_dir = tempfile::tempdir().expect("store directory");
         let server = OwnNats::start(&binary, port, first_dir.path()).await;
 
-        let watcher = NatsDiscovery::connect(&url, "zocalo_instances", TTL)
-            .await
-            .expect("watcher connects");
-        let registrant = NatsDiscovery::connect(&url, "zocalo_instances", TTL)
-            .await
-            .expect("registrant connects");
-        let mut catalog = watcher.watch("catalog").await.expect("watch catalog");
-        let registered = instance("catalog", 9001);
-        let _registration = registrant
-            .register(registered.clone(), HEARTBEAT)
-            .await
-            .expect("register");
-        wait_for(&mut catalog, Duration::from_secs(10), |list| {
-            list.len() == 1
-        })
-        .await;
+        let Watched {
+            _watcher,
+            registrant: _registrant,
+            list: catalog,
+            registered,
+            _registration,
+        } = Watched::start(&url, "catalog").await;
 
         // The server comes back with empty storage: the bucket is gone.
         server.kill();
@@ -134,6 +117,42 @@ async fn a_bucket_lost_with_the_server_is_created_again() {
         assert_eq!(ids(&catalog.borrow()), [registered.id.as_str()]);
     })
     .await;
+}
+
+/// A watcher and a registrant on one server, with one instance of a
+/// service registered and seen by the watcher.
+struct Watched {
+    // The watch is fed for as long as its discovery lives.
+    _watcher: NatsDiscovery,
+    registrant: NatsDiscovery,
+    list: watch::Receiver<Instances>,
+    registered: Instance,
+    _registration: Registration,
+}
+
+impl Watched {
+    async fn start(url: &str, service: &str) -> Self {
+        let watcher = NatsDiscovery::connect(url, "zocalo_instances", TTL)
+            .await
+            .expect("watcher connects");
+        let registrant = NatsDiscovery::connect(url, "zocalo_instances", TTL)
+            .await
+            .expect("registrant connects");
+        let mut list = watcher.watch(service).await.expect("watch");
+        let registered = instance(service, 9001);
+        let registration = registrant
+            .register(registered.clone(), HEARTBEAT)
+            .await
+            .expect("register");
+        wait_for(&mut list, Duration::from_secs(10), |list| list.len() == 1).await;
+        Self {
+            _watcher: watcher,
+            registrant,
+            list,
+            registered,
+            _registration: registration,
+        }
+    }
 }
 
 /// The instance under `key`, read without creating the bucket.

@@ -1,27 +1,17 @@
 //! Buckets nobody else uses, a private NATS server, and bounded waiting.
 
 use std::future::Future;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use tokio::sync::watch;
 use zocalo_discovery::{Instance, Instances};
+pub use zocalo_testkit::nats::nats_url;
+pub use zocalo_testkit::replica::free_port;
 
 /// No test may take longer than this, whatever goes wrong.
 const TEST_LIMIT: Duration = Duration::from_secs(60);
-
-/// `ZOCALO_TEST_NATS_URL`, e.g. `nats://127.0.0.1:4222`.
-pub fn nats_url() -> Option<String> {
-    let url = std::env::var("ZOCALO_TEST_NATS_URL")
-        .ok()
-        .filter(|u| !u.is_empty());
-    if url.is_none() {
-        eprintln!("ZOCALO_TEST_NATS_URL is unset: NATS test not run");
-    }
-    url
-}
 
 pub async fn bounded(test: impl Future<Output = ()>) {
     tokio::time::timeout(TEST_LIMIT, test)
@@ -81,13 +71,6 @@ pub async fn wait_for(
             Ok(Err(_)) | Err(_) => return receiver.borrow().clone(),
         }
     }
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 /// The `nats-server` executable: `ZOCALO_TEST_NATS_SERVER`, else the one

@@ -2,7 +2,7 @@
 
 use zocalo_testkit::{TestTokens, expect_problem};
 
-use crate::support::{settings, spawn_gateway, spawn_upstream};
+use crate::support::{gateway_over_reviews, settings, spawn_gateway, spawn_upstream};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probes_answer_and_ready_means_keys_are_reachable() {
@@ -48,9 +48,7 @@ async fn without_an_auth_service_the_gateway_is_ready_but_refuses_tokens() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxied_requests_are_counted_by_route_prefix() {
-    let tokens = TestTokens::new();
-    let upstream = spawn_upstream("reviews", &tokens).await;
-    let gateway = spawn_gateway(settings(&upstream.url)).await;
+    let (gateway, _upstream, _) = gateway_over_reviews().await;
 
     let proxied = gateway.client.get("/api/lenses/12").send().await.unwrap();
     assert_eq!(proxied.status(), 200);
@@ -75,9 +73,7 @@ async fn proxied_requests_are_counted_by_route_prefix() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openapi_document_lists_endpoints_and_routes() {
-    let tokens = TestTokens::new();
-    let upstream = spawn_upstream("reviews", &tokens).await;
-    let gateway = spawn_gateway(settings(&upstream.url)).await;
+    let (gateway, _upstream, _) = gateway_over_reviews().await;
 
     let response = gateway.client.get("/openapi.json").send().await.unwrap();
     assert_eq!(response.status(), 200);

@@ -3,13 +3,13 @@
 
 use zocalo_testkit::{AUDIENCE, TestTokens, expect_problem};
 
-use crate::support::{dead_url, header, settings, spawn_gateway, spawn_upstream};
+use crate::support::{
+    dead_url, gateway_over_reviews, header, settings, spawn_gateway, spawn_upstream,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_valid_token_is_forwarded_untouched() {
-    let tokens = TestTokens::new();
-    let upstream = spawn_upstream("reviews", &tokens).await;
-    let gateway = spawn_gateway(settings(&upstream.url)).await;
+    let (gateway, upstream, tokens) = gateway_over_reviews().await;
 
     let token = tokens.token("user-1", &["editor"]);
     let response = gateway

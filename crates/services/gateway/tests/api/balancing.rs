@@ -12,12 +12,13 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use zocalo_gateway::{BreakerSettings, RouteSettings, Settings, Strategy};
+use zocalo_testkit::serve::{Served, serve};
 use zocalo_testkit::{TestTokens, expect_problem};
 
-use crate::support::{TestGateway, dead_url, header, settings, spawn_gateway, spawn_upstream};
+use crate::support::{
+    TestGateway, TestUpstream, dead_url, header, settings, spawn_gateway, spawn_upstream,
+};
 
 /// What a [`Stub`] does with each request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +46,7 @@ struct StubState {
 struct Stub {
     url: String,
     state: StubState,
-    _stop: tokio_util::sync::DropGuard,
+    _served: Served,
 }
 
 impl Stub {
@@ -56,19 +57,11 @@ impl Stub {
             mode: Arc::new(AtomicU8::new(mode as u8)),
         };
         let app = Router::new().fallback(answer).with_state(state.clone());
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let stop = CancellationToken::new();
-        let signal = stop.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(signal.cancelled_owned())
-                .await
-        });
+        let served = serve(app).await;
         Self {
-            url,
+            url: served.url.clone(),
+            _served: served,
             state,
-            _stop: stop.drop_guard(),
         }
     }
 
@@ -95,13 +88,26 @@ async fn answer(State(state): State<StubState>, body: Bytes) -> Response {
 }
 
 /// Settings with a `things` service behind `/api/things` on `urls`, and
-/// every other route on an unrelated live upstream.
-fn things(other: &str, urls: &[&str]) -> Settings {
-    let mut settings = settings(other);
+/// every other route on an unrelated live upstream, which the caller keeps
+/// alive for as long as the gateway runs.
+async fn things(urls: &[&str]) -> (Settings, TestUpstream) {
+    let other = spawn_upstream("other", &TestTokens::new()).await;
+    let mut settings = settings(&other.url);
     let mut route = RouteSettings::new("/api/things", "things");
     route.upstreams = urls.iter().map(|u| (*u).to_owned()).collect();
     settings.routes.push(route);
-    settings
+    (settings, other)
+}
+
+/// `things` on a closed port and `alive`, taken in turn: every other first
+/// try meets the dead instance, and a threshold too high to reach keeps it
+/// in rotation, so each of those tries needs a retry.
+async fn things_behind_a_dead_instance(alive: &Stub) -> (Settings, TestUpstream) {
+    let dead = dead_url().await;
+    let (mut settings, other) = things(&[&dead, &alive.url]).await;
+    settings.balancing = Strategy::RoundRobin;
+    settings.breaker.consecutive_failures = 1_000;
+    (settings, other)
 }
 
 async fn get_things(gateway: &TestGateway) -> reqwest::Response {
@@ -116,14 +122,12 @@ async fn get_things(gateway: &TestGateway) -> reqwest::Response {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_instance_is_ejected_and_clients_see_no_failures() {
-    let tokens = TestTokens::new();
-    let other = spawn_upstream("other", &tokens).await;
     let good = [
         Stub::spawn("one", Mode::Healthy).await,
         Stub::spawn("two", Mode::Healthy).await,
     ];
     let bad = Stub::spawn("bad", Mode::BadGateway).await;
-    let mut settings = things(&other.url, &[&good[0].url, &good[1].url, &bad.url]);
+    let (mut settings, _other) = things(&[&good[0].url, &good[1].url, &bad.url]).await;
     settings.breaker = BreakerSettings {
         consecutive_failures: 3,
         open_ms: 1_500,
@@ -178,11 +182,9 @@ async fn a_failing_instance_is_ejected_and_clients_see_no_failures() {
 /// an instance answering nothing else is broken, and its breaker opens.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_answering_only_500s_is_ejected_then_readmitted_when_healed() {
-    let tokens = TestTokens::new();
-    let other = spawn_upstream("other", &tokens).await;
     let good = Stub::spawn("good", Mode::Healthy).await;
     let broken = Stub::spawn("broken", Mode::Broken).await;
-    let mut settings = things(&other.url, &[&good.url, &broken.url]);
+    let (mut settings, _other) = things(&[&good.url, &broken.url]).await;
     settings.balancing = Strategy::RoundRobin;
     settings.breaker = BreakerSettings {
         consecutive_failures: 3,
@@ -219,11 +221,9 @@ async fn an_instance_answering_only_500s_is_ejected_then_readmitted_when_healed(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_instance_is_timed_out_ejected_and_readmitted_once_healed() {
-    let tokens = TestTokens::new();
-    let other = spawn_upstream("other", &tokens).await;
     let healthy = Stub::spawn("healthy", Mode::Healthy).await;
     let hanging = Stub::spawn("hanging", Mode::Hang).await;
-    let mut settings = things(&other.url, &[&healthy.url, &hanging.url]);
+    let (mut settings, _other) = things(&[&healthy.url, &hanging.url]).await;
     // Generous enough that the healthy instance never misses it on a busy
     // machine (it would then have no other instance to retry on).
     settings.try_timeout_ms = 500;
@@ -265,10 +265,8 @@ async fn a_hanging_instance_is_timed_out_ejected_and_readmitted_once_healed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lone_hanging_instance_gets_a_fast_503_once_ejected() {
-    let tokens = TestTokens::new();
-    let other = spawn_upstream("other", &tokens).await;
     let hanging = Stub::spawn("hanging", Mode::Hang).await;
-    let mut settings = things(&other.url, &[&hanging.url]);
+    let (mut settings, _other) = things(&[&hanging.url]).await;
     settings.try_timeout_ms = 200;
     settings.breaker.consecutive_failures = 2;
     settings.breaker.open_ms = 5_000;
@@ -290,15 +288,8 @@ async fn a_lone_hanging_instance_gets_a_fast_503_once_ejected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotent_requests_survive_a_dead_instance() {
-    let tokens = TestTokens::new();
-    let other = spawn_upstream("other", &tokens).await;
     let alive = Stub::spawn("alive", Mode::Healthy).await;
-    let dead = dead_url().await;
-    let mut settings = things(&other.url, &[&dead, &alive.url]);
-    // Round robin sends every other first try to the dead instance; a high
-    // threshold keeps it in rotation, so each of those tries is retried.
-    settings.balancing = Strategy::RoundRobin;
-    settings.breaker.consecutive_failures = 1_000;
+    let (settings, _other) = things_behind_a_dead_instance(&alive).await;
     let gateway = spawn_gateway(settings).await;
 
     for i in 0..10 {
@@ -323,17 +314,12 @@ async fn idempotent_requests_survive_a_dead_instance() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_bodies_small_enough_to_buffer_are_sent_again() {
-    let tokens = TestTokens::new();
-    let other = spawn_upstream("other", &tokens).await;
     let alive = Stub::spawn("alive", Mode::Healthy).await;
-    let dead = dead_url().await;
-    let mut settings = things(&other.url, &[&dead, &alive.url]);
-    settings.balancing = Strategy::RoundRobin;
-    settings.breaker.consecutive_failures = 1_000;
+    let (settings, _other) = things_behind_a_dead_instance(&alive).await;
     let gateway = spawn_gateway(settings).await;
 
     let put = |body: Vec<u8>| gateway.client.put("/api/things").body(body);
-    // Every first try meets the dead instance (round robin, see above).
+    // Every first try meets the dead instance (see `things_behind_a_dead_instance`).
     let small = vec![b's'; 64 * 1024];
     let response = put(small.clone()).send().await.unwrap();
     assert_eq!(response.status(), 200, "a 64 KiB PUT is retried");
@@ -349,11 +335,9 @@ async fn only_bodies_small_enough_to_buffer_are_sent_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_post_without_idempotency_key_is_never_retried() {
-    let tokens = TestTokens::new();
-    let other = spawn_upstream("other", &tokens).await;
     let failing = Stub::spawn("failing", Mode::BadGateway).await;
     let healthy = Stub::spawn("healthy", Mode::Healthy).await;
-    let mut settings = things(&other.url, &[&failing.url, &healthy.url]);
+    let (mut settings, _other) = things(&[&failing.url, &healthy.url]).await;
     settings.balancing = Strategy::RoundRobin;
     let gateway = spawn_gateway(settings).await;
 
@@ -379,13 +363,8 @@ async fn a_post_without_idempotency_key_is_never_retried() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_retry_budget_stops_retries() {
-    let tokens = TestTokens::new();
-    let other = spawn_upstream("other", &tokens).await;
     let alive = Stub::spawn("alive", Mode::Healthy).await;
-    let dead = dead_url().await;
-    let mut settings = things(&other.url, &[&dead, &alive.url]);
-    settings.balancing = Strategy::RoundRobin;
-    settings.breaker.consecutive_failures = 1_000;
+    let (mut settings, _other) = things_behind_a_dead_instance(&alive).await;
     settings.retry.budget_ratio = 0.0;
     settings.retry.min_per_second = 0;
     let gateway = spawn_gateway(settings).await;
@@ -453,11 +432,10 @@ async fn a_saturated_service_sheds_load_with_503_and_retry_after() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instances_can_be_added_and_removed_at_runtime() {
-    let tokens = TestTokens::new();
-    let other = spawn_upstream("other", &tokens).await;
     let first = Stub::spawn("first", Mode::Healthy).await;
     let second = Stub::spawn("second", Mode::Healthy).await;
-    let gateway = spawn_gateway(things(&other.url, &[&first.url])).await;
+    let (settings, _other) = things(&[&first.url]).await;
+    let gateway = spawn_gateway(settings).await;
 
     let instance = |response: &reqwest::Response| header(response, "x-instance").map(str::to_owned);
     assert_eq!(

@@ -16,11 +16,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use hyper::body::Frame;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use zocalo_gateway::{RouteSettings, Settings};
 use zocalo_testkit::TestTokens;
 use zocalo_testkit::redis::{RedisProcess, redis_url, unique_prefix};
+use zocalo_testkit::serve::{Served, serve};
 
 use crate::support::{TestGateway, header, metric, settings, spawn_gateway, spawn_upstream};
 
@@ -46,25 +45,17 @@ impl Hits {
 struct CachingUpstream {
     url: String,
     hits: Hits,
-    _stop: tokio_util::sync::DropGuard,
+    _served: Served,
 }
 
 async fn spawn_caching_upstream() -> CachingUpstream {
     let hits = Hits::default();
     let app = Router::new().fallback(answer).with_state(hits.clone());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let stop = CancellationToken::new();
-    let signal = stop.clone();
-    tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(signal.cancelled_owned())
-            .await
-    });
+    let served = serve(app).await;
     CachingUpstream {
-        url,
+        url: served.url.clone(),
+        _served: served,
         hits,
-        _stop: stop.drop_guard(),
     }
 }
 
@@ -271,7 +262,13 @@ async fn public_gets_are_answered_from_the_cache_with_age_and_304() {
         ("miss", "/api/things/public?page=2 #1")
     );
     assert!(
-        metric(&f.gateway, "gateway_cache_requests_total", "result=\"hit\"").await >= 5.0,
+        metric(
+            &f.gateway.client,
+            "gateway_cache_requests_total",
+            "result=\"hit\""
+        )
+        .await
+            >= 5.0,
         "hits are counted"
     );
 }
@@ -309,7 +306,7 @@ async fn private_personal_and_unsuitable_answers_are_never_cached() {
     assert_eq!(x_cache, None, "an opted-out route is not even looked up");
     assert!(
         metric(
-            &f.gateway,
+            &f.gateway.client,
             "gateway_cache_requests_total",
             "result=\"bypass\""
         )
@@ -442,7 +439,7 @@ async fn redis_down_falls_back_to_the_in_process_cache() {
     assert_eq!(upstream.hits.count(&format!("GET {path}")), 2);
     assert!(
         metric(
-            &gateway,
+            &gateway.client,
             "cache_backend_fallbacks_total",
             "backend=\"redis\""
         )

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use zocalo_gateway::RouteSettings;
 use zocalo_testkit::{TestTokens, expect_problem};
 
-use crate::support::{dead_url, settings, spawn_gateway, spawn_upstream};
+use crate::support::{dead_url, gateway_over_reviews, settings, spawn_gateway, spawn_upstream};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_upstream_is_504_at_the_route_timeout() {
@@ -77,9 +77,7 @@ async fn a_route_with_one_dead_instance_still_serves_from_the_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_drains_requests_in_flight() {
-    let tokens = TestTokens::new();
-    let upstream = spawn_upstream("reviews", &tokens).await;
-    let gateway = spawn_gateway(settings(&upstream.url)).await;
+    let (gateway, upstream, _) = gateway_over_reviews().await;
     let client = gateway.client.clone();
     let port = gateway.port;
 

@@ -3,13 +3,11 @@
 
 use zocalo_testkit::TestTokens;
 
-use crate::support::{header, settings, spawn_gateway, spawn_upstream};
+use crate::support::{gateway_over_reviews, header, settings, spawn_gateway, spawn_upstream};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstreams_learn_who_called_and_how() {
-    let tokens = TestTokens::new();
-    let upstream = spawn_upstream("reviews", &tokens).await;
-    let gateway = spawn_gateway(settings(&upstream.url)).await;
+    let (gateway, upstream, _) = gateway_over_reviews().await;
 
     let response = gateway.client.get("/api/reviews").send().await.unwrap();
     assert_eq!(
@@ -71,9 +69,7 @@ async fn a_trusted_proxy_in_front_is_believed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hop_by_hop_headers_stop_at_the_gateway() {
-    let tokens = TestTokens::new();
-    let upstream = spawn_upstream("reviews", &tokens).await;
-    let gateway = spawn_gateway(settings(&upstream.url)).await;
+    let (gateway, _upstream, _) = gateway_over_reviews().await;
 
     let response = gateway
         .client
@@ -113,9 +109,7 @@ async fn hop_by_hop_headers_stop_at_the_gateway() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_response_has_security_headers_unless_the_service_chose() {
-    let tokens = TestTokens::new();
-    let upstream = spawn_upstream("reviews", &tokens).await;
-    let gateway = spawn_gateway(settings(&upstream.url)).await;
+    let (gateway, upstream, _) = gateway_over_reviews().await;
 
     for path in ["/api/reviews", "/nowhere", "/live"] {
         let response = gateway.client.get(path).send().await.unwrap();
@@ -212,9 +206,7 @@ async fn cors_preflights_are_answered_by_the_gateway_for_allowed_origins() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_cors_headers_without_configured_origins() {
-    let tokens = TestTokens::new();
-    let upstream = spawn_upstream("reviews", &tokens).await;
-    let gateway = spawn_gateway(settings(&upstream.url)).await;
+    let (gateway, _upstream, _) = gateway_over_reviews().await;
 
     let response = gateway
         .client

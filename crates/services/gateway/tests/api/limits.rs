@@ -5,7 +5,9 @@
 use zocalo_http::ratelimit::RateLimit;
 use zocalo_testkit::{TestTokens, expect_problem};
 
-use crate::support::{header, raw_exchange, raw_status, settings, spawn_gateway, spawn_upstream};
+use crate::support::{
+    gateway_over_reviews, header, raw_exchange, raw_status, settings, spawn_gateway, spawn_upstream,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_declared_body_over_the_limit_is_413_before_any_upstream() {
@@ -74,9 +76,7 @@ async fn a_chunked_body_over_the_limit_is_cut_off() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn headers_over_the_limit_are_431() {
-    let tokens = TestTokens::new();
-    let upstream = spawn_upstream("reviews", &tokens).await;
-    let gateway = spawn_gateway(settings(&upstream.url)).await;
+    let (gateway, upstream, _) = gateway_over_reviews().await;
 
     let response = gateway
         .client

@@ -12,10 +12,11 @@ use zocalo_config::live::{Live, NatsKvSource};
 use zocalo_gateway::{Application, LiveSettings, Settings};
 use zocalo_http::ratelimit::RateLimit;
 use zocalo_telemetry::{LogFormat, LogSettings};
+use zocalo_testkit::nats::{create_kv_bucket, nats_url};
 use zocalo_testkit::redis::{RedisProcess, redis_url, unique_prefix};
 use zocalo_testkit::{Client, TestTokens};
 
-use crate::support::{settings, spawn_upstream};
+use crate::support::{metric, settings, spawn_upstream};
 
 /// A limit no test reaches.
 const GENEROUS: &str = "rate_limit = { per_second = 100, burst = 1000 }\n";
@@ -71,26 +72,13 @@ async fn until_status(gateway: &RunningGateway, expected: u16, what: &str) {
     }
 }
 
-/// The sum of the series of `metric` with `label` as the gateway reports them.
-async fn metric(gateway: &RunningGateway, metric: &str, label: &str) -> f64 {
-    let text = gateway
-        .client
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let prefix = format!("{metric}{{");
-    text.lines()
-        .filter(|l| l.starts_with(&prefix) && l.contains(label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 async fn rejected_reloads(gateway: &RunningGateway) -> f64 {
-    metric(gateway, "config_reloads_total", "result=\"rejected\"").await
+    metric(
+        &gateway.client,
+        "config_reloads_total",
+        "result=\"rejected\"",
+    )
+    .await
 }
 
 /// Write a new version of the live file and wait until the gateway has
@@ -197,13 +185,12 @@ async fn a_bad_live_file_stops_the_gateway_at_startup() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nats_kv_key_changes_the_limit() {
-    let Ok(url) = std::env::var("ZOCALO_TEST_NATS_URL") else {
-        eprintln!("skipping: ZOCALO_TEST_NATS_URL is not set");
+    let Some(url) = nats_url() else {
         return;
     };
     let jetstream = async_nats::jetstream::new(async_nats::connect(&url).await.unwrap());
     let bucket = format!("gateway-live-{}", uuid::Uuid::new_v4().simple());
-    let store = create_bucket(&jetstream, &bucket).await;
+    let store = create_kv_bucket(&jetstream, &bucket).await;
     store.put("gateway", GENEROUS.into()).await.unwrap();
 
     let tokens = TestTokens::new();
@@ -225,29 +212,6 @@ async fn a_nats_kv_key_changes_the_limit() {
     store.put("gateway", TIGHT.into()).await.unwrap();
     until_status(&gateway, 429, "the limit put in NATS KV").await;
     jetstream.delete_key_value(&bucket).await.unwrap();
-}
-
-/// A KV bucket as `nats kv add` makes it; `create_key_value` first reads
-/// the account info, which this client cannot parse from a 2.9 server.
-async fn create_bucket(
-    jetstream: &async_nats::jetstream::Context,
-    bucket: &str,
-) -> async_nats::jetstream::kv::Store {
-    use async_nats::jetstream::stream::{Config, DiscardPolicy};
-    jetstream
-        .create_stream(Config {
-            name: format!("KV_{bucket}"),
-            subjects: vec![format!("$KV.{bucket}.>")],
-            max_messages_per_subject: 1,
-            discard: DiscardPolicy::New,
-            allow_rollup: true,
-            deny_delete: true,
-            allow_direct: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    jetstream.get_key_value(bucket).await.unwrap()
 }
 
 fn redis_settings(upstream: &str, redis_url: &str, prefix: &str) -> Settings {
@@ -314,7 +278,13 @@ async fn redis_down_keeps_requests_flowing_under_local_limits_until_it_returns()
         "no request hangs on Redis"
     );
     assert!(
-        metric(&a, "cache_backend_fallbacks_total", "backend=\"redis\"").await >= 5.0,
+        metric(
+            &a.client,
+            "cache_backend_fallbacks_total",
+            "backend=\"redis\""
+        )
+        .await
+            >= 5.0,
         "every request counted in-process is a fallback"
     );
 

@@ -1,15 +1,11 @@
 //! `X-Request-Id`: a good incoming id is kept, a bad or missing one is
 //! replaced; either way the upstream and the client see the same id.
 
-use zocalo_testkit::TestTokens;
-
-use crate::support::{header, settings, spawn_gateway, spawn_upstream};
+use crate::support::{gateway_over_reviews, header};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_valid_incoming_id_is_forwarded_and_returned() {
-    let tokens = TestTokens::new();
-    let upstream = spawn_upstream("reviews", &tokens).await;
-    let gateway = spawn_gateway(settings(&upstream.url)).await;
+    let (gateway, _upstream, _) = gateway_over_reviews().await;
 
     let response = gateway
         .client
@@ -30,9 +26,7 @@ async fn a_valid_incoming_id_is_forwarded_and_returned() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_ids_are_replaced_everywhere() {
-    let tokens = TestTokens::new();
-    let upstream = spawn_upstream("reviews", &tokens).await;
-    let gateway = spawn_gateway(settings(&upstream.url)).await;
+    let (gateway, _upstream, _) = gateway_over_reviews().await;
 
     let too_long = "a".repeat(200);
     for bad in ["has space", too_long.as_str()] {
@@ -52,9 +46,7 @@ async fn invalid_ids_are_replaced_everywhere() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_id_is_minted_and_gateway_errors_carry_one_too() {
-    let tokens = TestTokens::new();
-    let upstream = spawn_upstream("reviews", &tokens).await;
-    let gateway = spawn_gateway(settings(&upstream.url)).await;
+    let (gateway, _upstream, _) = gateway_over_reviews().await;
 
     let response = gateway.client.get("/api/reviews").send().await.unwrap();
     let minted = header(&response, "x-request-id").unwrap();

@@ -4,7 +4,7 @@
 use zocalo_gateway::{RouteSettings, Strategy};
 use zocalo_testkit::{TestTokens, expect_problem};
 
-use crate::support::{header, settings, spawn_gateway, spawn_upstream};
+use crate::support::{gateway_over_reviews, header, settings, spawn_gateway, spawn_upstream};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paths_go_to_the_service_owning_their_prefix() {
@@ -67,9 +67,7 @@ async fn paths_go_to_the_service_owning_their_prefix() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_paths_are_404_problems_that_reach_nobody() {
-    let tokens = TestTokens::new();
-    let upstream = spawn_upstream("reviews", &tokens).await;
-    let gateway = spawn_gateway(settings(&upstream.url)).await;
+    let (gateway, upstream, _) = gateway_over_reviews().await;
 
     for path in ["/api/reviewsx", "/nothing", "/", "/apix/reviews", "/authx"] {
         let response = gateway.client.get(path).send().await.unwrap();
@@ -138,9 +136,7 @@ async fn a_service_without_instances_is_503() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dot_segments_are_refused_before_routing_upstream() {
-    let tokens = TestTokens::new();
-    let upstream = spawn_upstream("reviews", &tokens).await;
-    let gateway = spawn_gateway(settings(&upstream.url)).await;
+    let (gateway, upstream, _) = gateway_over_reviews().await;
 
     for path in ["/api/reviews/../../auth/admin", "/api/reviews/%2e%2E/x"] {
         let request = format!("GET {path} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n");

@@ -5,15 +5,12 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use zocalo_testkit::TestTokens;
 
-use crate::support::{BIG_CHUNK, BIG_CHUNKS, header, settings, spawn_gateway, spawn_upstream};
+use crate::support::{BIG_CHUNK, BIG_CHUNKS, gateway_over_reviews, header};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_bodies_reach_the_upstream_and_come_back_intact() {
-    let tokens = TestTokens::new();
-    let upstream = spawn_upstream("reviews", &tokens).await;
-    let gateway = spawn_gateway(settings(&upstream.url)).await;
+    let (gateway, _upstream, _) = gateway_over_reviews().await;
 
     let body: Vec<u8> = (0..3 * 1024 * 1024).map(|i: u32| (i % 251) as u8).collect();
     let response = gateway
@@ -32,9 +29,7 @@ async fn request_bodies_reach_the_upstream_and_come_back_intact() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_streamed_responses_arrive_whole() {
-    let tokens = TestTokens::new();
-    let upstream = spawn_upstream("reviews", &tokens).await;
-    let gateway = spawn_gateway(settings(&upstream.url)).await;
+    let (gateway, _upstream, _) = gateway_over_reviews().await;
 
     let response = gateway.client.get("/api/content/big").send().await.unwrap();
     assert_eq!(response.status(), 200);
@@ -52,9 +47,7 @@ async fn large_streamed_responses_arrive_whole() {
 /// body, the first chunk could not come back before the last was sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunk_comes_back_before_the_request_body_is_finished() {
-    let tokens = TestTokens::new();
-    let upstream = spawn_upstream("reviews", &tokens).await;
-    let gateway = spawn_gateway(settings(&upstream.url)).await;
+    let (gateway, _upstream, _) = gateway_over_reviews().await;
 
     let mut stream = TcpStream::connect(("127.0.0.1", gateway.port))
         .await

@@ -23,7 +23,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use zocalo_config::live::Live;
 use zocalo_gateway::{Application, LiveSettings, Settings, Upstreams};
-use zocalo_testkit::{AUDIENCE, Client, ISSUER, TestTokens};
+use zocalo_testkit::serve::{Served, serve};
+use zocalo_testkit::{AUDIENCE, Client, ISSUER, TestTokens, text_of};
 
 /// Size of one chunk of `/api/content/big`, and how many there are.
 pub const BIG_CHUNK: usize = 64 * 1024;
@@ -52,13 +53,22 @@ struct UpstreamState {
 pub struct TestUpstream {
     pub url: String,
     pub hits: Arc<AtomicUsize>,
-    _stop: tokio_util::sync::DropGuard,
+    _served: Served,
 }
 
 impl TestUpstream {
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
     }
+}
+
+/// The common arrangement: a gateway with default settings in front of an
+/// upstream named `reviews` that publishes the keys of the tokens returned.
+pub async fn gateway_over_reviews() -> (TestGateway, TestUpstream, TestTokens) {
+    let tokens = TestTokens::new();
+    let upstream = spawn_upstream("reviews", &tokens).await;
+    let gateway = spawn_gateway(settings(&upstream.url)).await;
+    (gateway, upstream, tokens)
 }
 
 /// Start an upstream named `name` (it says so in `x-echo-upstream`) that
@@ -83,19 +93,11 @@ pub async fn spawn_upstream(name: &'static str, tokens: &TestTokens) -> TestUpst
         .route("/api/content/own-headers", get(own_headers))
         .fallback(echo)
         .with_state(state);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let stop = CancellationToken::new();
-    let signal = stop.clone();
-    tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(signal.cancelled_owned())
-            .await
-    });
+    let served = serve(app).await;
     TestUpstream {
-        url,
+        url: served.url.clone(),
+        _served: served,
         hits,
-        _stop: stop.drop_guard(),
     }
 }
 
@@ -285,17 +287,9 @@ pub fn raw_status(response: &str) -> u16 {
 }
 
 /// The sum of the series of `metric` whose labels contain `label`, as the
-/// gateway reports them.
-pub async fn metric(gateway: &TestGateway, metric: &str, label: &str) -> f64 {
-    let text = gateway
-        .client
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+/// gateway that `client` talks to reports them.
+pub async fn metric(client: &Client, metric: &str, label: &str) -> f64 {
+    let text = text_of(client.get("/metrics")).await;
     let prefix = format!("{metric}{{");
     text.lines()
         .filter(|l| l.starts_with(&prefix) && l.contains(label))

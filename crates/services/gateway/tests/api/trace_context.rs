@@ -1,10 +1,9 @@
 //! The gateway continues a client's trace, or starts one, and hands it to
 //! the upstream as its own child span.
 
-use zocalo_testkit::TestTokens;
 use zocalo_testkit::logs::CapturedLogs;
 
-use crate::support::{header, settings, spawn_gateway, spawn_upstream};
+use crate::support::{gateway_over_reviews, header};
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CLIENT_SPAN: &str = "00f067aa0ba902b7";
@@ -22,9 +21,7 @@ fn parts(traceparent: &str) -> (String, String) {
 async fn the_upstream_gets_the_clients_trace_with_the_gateway_span_as_parent() {
     let (logs, dispatch) = CapturedLogs::dispatch("info,tower_http=debug");
     let _subscriber = tracing::dispatcher::set_default(&dispatch);
-    let tokens = TestTokens::new();
-    let upstream = spawn_upstream("reviews", &tokens).await;
-    let gateway = spawn_gateway(settings(&upstream.url)).await;
+    let (gateway, _upstream, _) = gateway_over_reviews().await;
 
     let response = gateway
         .client
@@ -54,9 +51,7 @@ async fn the_upstream_gets_the_clients_trace_with_the_gateway_span_as_parent() {
 async fn a_request_without_trace_context_starts_a_fresh_trace_per_request() {
     let (_logs, dispatch) = CapturedLogs::dispatch("warn");
     let _subscriber = tracing::dispatcher::set_default(&dispatch);
-    let tokens = TestTokens::new();
-    let upstream = spawn_upstream("reviews", &tokens).await;
-    let gateway = spawn_gateway(settings(&upstream.url)).await;
+    let (gateway, _upstream, _) = gateway_over_reviews().await;
 
     let mut traces = Vec::new();
     for _ in 0..2 {

@@ -9,10 +9,9 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::State;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use zocalo_gateway::{RouteSettings, Strategy};
 use zocalo_testkit::TestTokens;
+use zocalo_testkit::serve::{Served, serve};
 
 use crate::support::{TestGateway, metric, settings, spawn_gateway, spawn_upstream};
 
@@ -21,7 +20,7 @@ use crate::support::{TestGateway, metric, settings, spawn_gateway, spawn_upstrea
 struct Instance {
     url: String,
     hits: Arc<AtomicUsize>,
-    _stop: tokio_util::sync::DropGuard,
+    _served: Served,
 }
 
 impl Instance {
@@ -33,19 +32,11 @@ impl Instance {
                 "ok"
             })
             .with_state(hits.clone());
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let stop = CancellationToken::new();
-        let signal = stop.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(signal.cancelled_owned())
-                .await
-        });
+        let served = serve(app).await;
         Self {
-            url,
+            url: served.url.clone(),
+            _served: served,
             hits,
-            _stop: stop.drop_guard(),
         }
     }
 
@@ -70,7 +61,7 @@ fn weights_file(path: &Path, weights: &[(&Instance, u32)]) {
 async fn until_weight(gateway: &TestGateway, instance: &Instance, weight: u32) {
     let label = format!("endpoint=\"{}\"", instance.authority());
     let deadline = Instant::now() + Duration::from_secs(15);
-    while metric(gateway, "upstream_weight", &label).await != f64::from(weight) {
+    while metric(&gateway.client, "upstream_weight", &label).await != f64::from(weight) {
         assert!(
             Instant::now() < deadline,
             "weight {weight} not applied to {}",
@@ -165,7 +156,12 @@ async fn an_invalid_weight_table_is_rejected_and_the_old_one_stays() {
     let file = dir.path().join("live.toml");
     weights_file(&file, &[(&a, 1), (&b, 0)]);
     let (gateway, _other) = weighted_gateway(&[&a, &b], Strategy::PowerOfTwoChoices, &file).await;
-    let before = metric(&gateway, "config_reloads_total", "result=\"rejected\"").await;
+    let before = metric(
+        &gateway.client,
+        "config_reloads_total",
+        "result=\"rejected\"",
+    )
+    .await;
     std::fs::write(
         &file,
         format!(
@@ -175,7 +171,14 @@ async fn an_invalid_weight_table_is_rejected_and_the_old_one_stays() {
     )
     .unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
-    while metric(&gateway, "config_reloads_total", "result=\"rejected\"").await <= before {
+    while metric(
+        &gateway.client,
+        "config_reloads_total",
+        "result=\"rejected\"",
+    )
+    .await
+        <= before
+    {
         assert!(Instant::now() < deadline, "the bad table is rejected");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
