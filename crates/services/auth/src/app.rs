@@ -3,12 +3,14 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use anyhow::Context;
 use axum::extract::FromRef;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
+use zocalo_cache::{Redis, SharedLimiter};
 use zocalo_config::Secret;
 use zocalo_http::auth::{KeySource, TokenVerifier};
-use zocalo_http::ratelimit::{KeyedLimiter, RateLimit};
+use zocalo_http::ratelimit::{RateLimit, RateLimiter};
 use zocalo_http::server::Server;
 use zocalo_store::DatabaseSettings;
 
@@ -35,6 +37,15 @@ pub struct Settings {
     pub refresh_ttl_secs: i64,
     pub login_per_account: RateLimit,
     pub login_per_ip: RateLimit,
+    /// Count the login limits in this Redis (`redis://host:6379`) so that
+    /// all auth instances share one budget per account and per IP; without
+    /// it each instance counts on its own. While Redis is down or slow,
+    /// each instance falls back to counting on its own (never refusing
+    /// because of Redis).
+    pub redis_url: Option<String>,
+    /// Namespace of the auth service's Redis keys, for several deployments
+    /// sharing one Redis.
+    pub redis_key_prefix: String,
     /// Peers whose `X-Forwarded-For` we believe (loopback always is).
     pub trusted_proxies: Vec<IpAddr>,
     /// Service clients created (or updated) at start, so services can use
@@ -72,6 +83,8 @@ impl Default for Settings {
                 per_second: 5.0,
                 burst: 50,
             },
+            redis_url: None,
+            redis_key_prefix: "zocalo:auth:".into(),
             trusted_proxies: Vec::new(),
             clients: Vec::new(),
         }
@@ -103,8 +116,8 @@ pub struct AppState {
     pub keys: Arc<KeyRing>,
     pub verifier: Arc<TokenVerifier>,
     pub settings: Arc<Settings>,
-    pub login_by_account: Arc<KeyedLimiter>,
-    pub login_by_ip: Arc<KeyedLimiter>,
+    pub login_by_account: Arc<RateLimiter>,
+    pub login_by_ip: Arc<RateLimiter>,
 }
 
 impl FromRef<AppState> for Arc<TokenVerifier> {
@@ -148,12 +161,33 @@ async fn state(settings: Settings, store: Arc<dyn AuthStore>) -> anyhow::Result<
         &settings.issuer,
         &settings.audience,
     );
+    let (login_by_account, login_by_ip) = login_limiters(&settings)?;
     Ok(AppState {
-        login_by_account: Arc::new(KeyedLimiter::new(settings.login_per_account)),
-        login_by_ip: Arc::new(KeyedLimiter::new(settings.login_per_ip)),
+        login_by_account: Arc::new(login_by_account),
+        login_by_ip: Arc::new(login_by_ip),
         store,
         keys: Arc::new(keys),
         verifier,
         settings: Arc::new(settings),
     })
+}
+
+/// The per-account and per-IP login limiters, counting in Redis when
+/// `redis_url` is set. They share one Redis handle but not a key space: an
+/// email and an IP address never name the same budget.
+fn login_limiters(settings: &Settings) -> anyhow::Result<(RateLimiter, RateLimiter)> {
+    let redis = settings
+        .redis_url
+        .as_deref()
+        .map(Redis::new)
+        .transpose()
+        .context("auth.redis_url")?;
+    let shared = |kind: &str| {
+        let prefix = format!("{}login:{kind}:", settings.redis_key_prefix);
+        redis.clone().map(|redis| SharedLimiter::new(redis, prefix))
+    };
+    Ok((
+        RateLimiter::new(Some(settings.login_per_account), shared("account")),
+        RateLimiter::new(Some(settings.login_per_ip), shared("ip")),
+    ))
 }

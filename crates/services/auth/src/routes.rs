@@ -268,9 +268,9 @@ async fn password_grant(
     };
     let email = username.trim().to_lowercase();
     if let Some(ip) = ip {
-        state.login_by_ip.check(&ip.to_string())?;
+        state.login_by_ip.check(&ip.to_string()).await?;
     }
-    state.login_by_account.check(&email)?;
+    state.login_by_account.check(&email).await?;
     let credentials = state.store.credentials(&email).await?;
     let hash = credentials.as_ref().map(|c| c.password_hash.clone());
     let matches = passwords::verify(password.clone(), hash).await?;

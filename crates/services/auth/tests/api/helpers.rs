@@ -11,7 +11,7 @@ pub const ISSUER: &str = "http://zocalo.test";
 pub struct TestApp {
     pub api: Client,
     shutdown: CancellationToken,
-    _db: TestDatabase,
+    db: TestDatabase,
 }
 
 impl Drop for TestApp {
@@ -45,6 +45,29 @@ pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut Settings)) -> 
     let db = zocalo_testkit::database(backend).await.expect("database");
     let mut settings = settings(&db.url);
     tweak(&mut settings);
+    let (api, shutdown) = serve(settings).await;
+    TestApp {
+        api,
+        shutdown,
+        db: db,
+    }
+}
+
+/// Another instance on `first`'s database, as `zocalo serve auth` run
+/// twice would be; it stops when `first` is dropped.
+pub async fn spawn_beside(first: &TestApp, tweak: impl FnOnce(&mut Settings)) -> Client {
+    let mut settings = settings(&first.db.url);
+    tweak(&mut settings);
+    let (api, shutdown) = serve(settings).await;
+    let stop_with_first = first.shutdown.clone();
+    tokio::spawn(async move {
+        stop_with_first.cancelled().await;
+        shutdown.cancel();
+    });
+    api
+}
+
+async fn serve(settings: Settings) -> (Client, CancellationToken) {
     let admin = AdminBootstrap {
         email: ADMIN_EMAIL.into(),
         password: ADMIN_PASSWORD.into(),
@@ -55,11 +78,20 @@ pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut Settings)) -> 
     let port = app.port();
     let shutdown = CancellationToken::new();
     tokio::spawn(app.run_until_stopped(shutdown.clone()));
-    TestApp {
-        api: Client::new(format!("http://127.0.0.1:{port}")),
-        shutdown,
-        _db: db,
-    }
+    (Client::new(format!("http://127.0.0.1:{port}")), shutdown)
+}
+
+/// Ask `api` for tokens with the password grant.
+pub async fn login_at(api: &Client, email: &str, password: &str) -> reqwest::Response {
+    api.post("/auth/token")
+        .form(&[
+            ("grant_type", "password"),
+            ("username", email),
+            ("password", password),
+        ])
+        .send()
+        .await
+        .unwrap()
 }
 
 impl TestApp {
@@ -73,16 +105,7 @@ impl TestApp {
     }
 
     pub async fn login(&self, email: &str, password: &str) -> reqwest::Response {
-        self.api
-            .post("/auth/token")
-            .form(&[
-                ("grant_type", "password"),
-                ("username", email),
-                ("password", password),
-            ])
-            .send()
-            .await
-            .unwrap()
+        login_at(&self.api, email, password).await
     }
 
     /// Log in and return the token response.
