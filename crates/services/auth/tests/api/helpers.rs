@@ -46,11 +46,7 @@ pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut Settings)) -> 
     let mut settings = settings(&db.url);
     tweak(&mut settings);
     let (api, shutdown) = serve(settings).await;
-    TestApp {
-        api,
-        shutdown,
-        db: db,
-    }
+    TestApp { api, shutdown, db }
 }
 
 /// Another instance on `first`'s database, as `zocalo serve auth` run
