@@ -29,6 +29,12 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     let gateway_port = settings.gateway.listen.port();
     settings.share_issuer(gateway_port);
     settings.embedded_orders_client();
+    if settings.live_config_file.is_some() || settings.live_config_nats.is_some() {
+        // One process, one log filter: the gateway's section owns it here.
+        tracing::warn!(
+            "live_config_file/live_config_nats are for `serve` and `worker`; `up` follows gateway.live"
+        );
+    }
     let shutdown = CancellationToken::new();
     let mut servers = Servers::new();
 
