@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -29,23 +30,30 @@ impl Served {
     /// Start `zocalo serve <service>` with `env` and wait for the line
     /// saying where it listens.
     pub fn start(service: &str, env: &[(String, String)]) -> Self {
-        Self::launch(&["serve", service], env)
+        Self::launch(&["serve", service], env, Stdio::inherit())
+    }
+
+    /// Like [`Served::start`], with the log lines (stderr) handed back.
+    pub fn start_with_logs(service: &str, env: &[(String, String)]) -> (Self, Receiver<String>) {
+        let mut served = Self::launch(&["serve", service], env, Stdio::piped());
+        let logs = super::support::stderr_lines(&mut served.child);
+        (served, logs)
     }
 
     /// Start `zocalo worker <service>` and wait until it says it runs
     /// (`port` stays 0: a worker listens nowhere).
     pub fn start_worker(service: &str, env: &[(String, String)]) -> Self {
-        Self::launch(&["worker", service], env)
+        Self::launch(&["worker", service], env, Stdio::inherit())
     }
 
-    fn launch(args: &[&str], env: &[(String, String)]) -> Self {
+    fn launch(args: &[&str], env: &[(String, String)], logs: Stdio) -> Self {
         let data = tempfile_dir::Dir::new();
         let mut child = zocalo()
             .args(args)
             .env("ZOCALO_DATA_DIR", &data.0)
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(logs)
             .spawn()
             .expect("spawn zocalo serve");
         let lines = super::support::stdout_lines(&mut child);

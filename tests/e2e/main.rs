@@ -11,6 +11,7 @@ mod bus_outage;
 mod discovery;
 mod distributed;
 mod otlp;
+mod process_live;
 mod redis_outage;
 mod service_calls;
 mod support;

@@ -45,6 +45,18 @@ pub(crate) fn stdout_lines(child: &mut Child) -> Receiver<String> {
     lines
 }
 
+/// The lines `child` writes to its (piped) stderr, where it logs.
+pub(crate) fn stderr_lines(child: &mut Child) -> Receiver<String> {
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (sender, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = sender.send(line);
+        }
+    });
+    lines
+}
+
 /// The first line (within a minute) that `ready` turns into a value;
 /// panics naming `what` was awaited otherwise.
 pub(crate) fn wait_for_line<T>(

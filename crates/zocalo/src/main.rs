@@ -8,6 +8,7 @@
 //! This crate only parses the command line and wires services together; all
 //! behaviour lives in the service and platform crates.
 
+mod live;
 mod settings;
 mod up;
 

@@ -5,8 +5,11 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use zocalo_config::live::NatsKvSource;
 use zocalo_config::{ConfigError, Secret};
 use zocalo_telemetry::LogSettings;
+
+use crate::live::ProcessLive;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -28,6 +31,14 @@ pub struct Settings {
     /// How `zocalo serve` announces itself (`kind = "nats"`) and how
     /// instances are found.
     pub discovery: zocalo_discovery::DiscoverySettings,
+    /// The log level and feature flags of a `zocalo serve <service>` (not
+    /// the gateway: see `gateway.live`) or `zocalo worker` process; replaced
+    /// by the content of `live_config_file` or `live_config_nats` when set.
+    pub live: ProcessLive,
+    /// A TOML file holding [`ProcessLive`], re-read every second.
+    pub live_config_file: Option<PathBuf>,
+    /// A NATS KV key holding [`ProcessLive`] as TOML, followed.
+    pub live_config_nats: Option<NatsKvSource>,
 }
 
 impl Default for Settings {
@@ -44,6 +55,9 @@ impl Default for Settings {
             catalog: zocalo_catalog::Settings::default(),
             orders: zocalo_orders::Settings::default(),
             discovery: zocalo_discovery::DiscoverySettings::default(),
+            live: ProcessLive::default(),
+            live_config_file: None,
+            live_config_nats: None,
         }
     }
 }

@@ -29,6 +29,12 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     let gateway_port = settings.gateway.listen.port();
     settings.share_issuer(gateway_port);
     settings.embedded_orders_client();
+    if settings.live_config_file.is_some() || settings.live_config_nats.is_some() {
+        // One process, one log filter: the gateway's section owns it here.
+        tracing::warn!(
+            "live_config_file/live_config_nats are for `serve` and `worker`; `up` follows gateway.live"
+        );
+    }
     let shutdown = CancellationToken::new();
     let mut servers = Servers::new();
 
@@ -109,29 +115,34 @@ pub async fn serve(service: Service, mut settings: Settings) -> anyhow::Result<(
         }
         Service::Auth => {
             let admin = settings.admin();
-            let app = zocalo_auth::Application::build(settings.auth, admin).await?;
+            let app = zocalo_auth::Application::build(settings.auth.clone(), admin).await?;
             let port = app.port();
             servers.spawn(app.run_until_stopped(shutdown.clone()));
             port
         }
         Service::Reviews => {
-            let app = zocalo_reviews::Application::build(settings.reviews).await?;
+            let app = zocalo_reviews::Application::build(settings.reviews.clone()).await?;
             let port = app.port();
             servers.spawn(app.run_until_stopped(shutdown.clone()));
             port
         }
         Service::Catalog => {
-            let app = zocalo_catalog::Application::build(settings.catalog).await?;
+            let app = zocalo_catalog::Application::build(settings.catalog.clone()).await?;
             let port = app.port();
             servers.spawn(app.run_until_stopped(shutdown.clone()));
             port
         }
         Service::Orders => {
-            let app = zocalo_orders::Application::build(settings.orders).await?;
+            let app = zocalo_orders::Application::build(settings.orders.clone()).await?;
             let port = app.port();
             servers.spawn(app.run_until_stopped(shutdown.clone()));
             port
         }
+    };
+    // The gateway follows its own `gateway.live` (log level included).
+    let _live = match service {
+        Service::Gateway => None,
+        _ => Some(crate::live::start(&settings, &shutdown)?),
     };
     println!("{service:?} listening on port {port}");
     let registration = register(&settings.discovery, service, port).await?;
@@ -281,7 +292,7 @@ pub async fn worker(service: Service, settings: Settings) -> anyhow::Result<()> 
             let clients = settings.orders.clients()?;
             follow_clients(&settings.discovery, &clients, shutdown.clone()).await?;
             let worker =
-                zocalo_orders::Worker::build_with_clients(settings.orders, clients).await?;
+                zocalo_orders::Worker::build_with_clients(settings.orders.clone(), clients).await?;
             let stop = shutdown.clone();
             servers.spawn(async move {
                 worker.run_until_stopped(stop).await;
@@ -290,6 +301,7 @@ pub async fn worker(service: Service, settings: Settings) -> anyhow::Result<()> 
         }
         other => anyhow::bail!("{other:?} has no job consumers"),
     }
+    let _live = crate::live::start(&settings, &shutdown)?;
     println!("{service:?} worker running");
     wait(servers, shutdown, None).await
 }

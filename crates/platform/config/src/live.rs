@@ -197,6 +197,29 @@ where
         Ok(())
     }
 
+    /// Call `apply` with the value in force now, then with every accepted
+    /// value, until `stop`: how a setting is put in force (a log filter, a
+    /// limiter) by whoever owns it.
+    pub fn follow(
+        &self,
+        stop: CancellationToken,
+        mut apply: impl FnMut(&T) + Send + 'static,
+    ) -> JoinHandle<()> {
+        let mut changes = self.subscribe();
+        let current = changes.borrow_and_update().clone();
+        apply(&current);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    changed = changes.changed() => if changed.is_err() { return },
+                }
+                let current = changes.borrow_and_update().clone();
+                apply(&current);
+            }
+        })
+    }
+
     fn apply_bytes(&self, text: &[u8], origin: &str) -> Result<(), ConfigError> {
         let text =
             std::str::from_utf8(text).map_err(|_| reject(origin, "not UTF-8 text".to_owned()))?;

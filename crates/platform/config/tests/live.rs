@@ -183,3 +183,32 @@ async fn a_nats_kv_key_is_followed() {
     stop.cancel();
     jetstream.delete_key_value(&bucket).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_follower_gets_the_current_value_then_each_accepted_one_until_stopped() {
+    let live = Live::new(knobs(1));
+    let stop = CancellationToken::new();
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let task = live.follow(stop.clone(), move |value: &Knobs| {
+        let _ = seen_tx.send(value.per_second);
+    });
+    let next = async |seen: &mut tokio::sync::mpsc::UnboundedReceiver<u32>| {
+        tokio::time::timeout(Duration::from_secs(5), seen.recv())
+            .await
+            .expect("a value within seconds")
+    };
+    assert_eq!(next(&mut seen).await, Some(1), "the current value first");
+    live.apply_toml("per_second = 5000", "test").unwrap_err();
+    live.apply_toml("per_second = 7", "test").unwrap();
+    assert_eq!(
+        next(&mut seen).await,
+        Some(7),
+        "rejected values never reach it"
+    );
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the follower ends when stopped")
+        .unwrap();
+    assert_eq!(next(&mut seen).await, None, "nothing after the stop");
+}

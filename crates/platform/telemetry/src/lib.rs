@@ -184,6 +184,31 @@ pub fn reset_log_filter() -> Result<(), String> {
     set_log_filter(initial)
 }
 
+/// Puts a live log level in force, touching the filter only when the level
+/// changes: `Some` replaces the filter, `None` goes back to the one the
+/// process started with. One per process (the filter is global).
+#[derive(Debug, Default)]
+pub struct LogLevelFollower {
+    /// The level last applied; `None` is the starting filter.
+    applied: Option<String>,
+}
+
+impl LogLevelFollower {
+    pub fn apply(&mut self, level: Option<&str>) {
+        if level == self.applied.as_deref() {
+            return;
+        }
+        let result = match level {
+            Some(level) => set_log_filter(level),
+            None => reset_log_filter(),
+        };
+        if let Err(reason) = result {
+            tracing::warn!(%reason, "log level not changed");
+        }
+        self.applied = level.map(str::to_owned);
+    }
+}
+
 /// Buckets for request latency, in seconds: fine-grained below 10 ms because
 /// most reads finish there.
 const LATENCY_BUCKETS: &[f64] = &[

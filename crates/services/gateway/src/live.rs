@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use zocalo_cache::{Redis, SharedLimiter};
 use zocalo_config::live::{DEFAULT_POLL_INTERVAL, Live};
 use zocalo_http::ratelimit::RateLimiter;
+use zocalo_telemetry::LogLevelFollower;
 
 use crate::proxy::Gateway;
 use crate::settings::{LiveSettings, Settings};
@@ -41,22 +42,10 @@ pub(crate) fn start(
     let mut applier = Applier {
         gateway,
         settings: settings.clone(),
-        log_level: None,
+        log_level: LogLevelFollower::default(),
         route_weights: None,
     };
-    let mut changes = live.subscribe();
-    applier.apply(&changes.borrow_and_update());
-    let stop = stop.clone();
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                () = stop.cancelled() => return,
-                changed = changes.changed() => if changed.is_err() { return },
-            }
-            let current = changes.borrow_and_update().clone();
-            applier.apply(&current);
-        }
-    });
+    live.follow(stop.clone(), move |current| applier.apply(current));
     Ok(live)
 }
 
@@ -65,8 +54,9 @@ struct Applier {
     gateway: Arc<Gateway>,
     /// The static settings, under the live ones.
     settings: Settings,
-    /// The log level last applied, to touch the filter only on change.
-    log_level: Option<String>,
+    /// In `zocalo up` all services share one process, hence one filter:
+    /// the gateway's live level is the process's.
+    log_level: LogLevelFollower,
     /// The weights last applied (`None` before the first application).
     route_weights: Option<RouteWeights>,
 }
@@ -80,18 +70,7 @@ impl Applier {
             tracing::info!(?limit, "rate limit changed");
             self.gateway.limiter.set_limit(limit);
         }
-        if live.log_level != self.log_level {
-            // In `zocalo up` all services share one process, hence one
-            // filter: the gateway's live level is the process's.
-            let result = match &live.log_level {
-                Some(level) => zocalo_telemetry::set_log_filter(level),
-                None => zocalo_telemetry::reset_log_filter(),
-            };
-            if let Err(reason) = result {
-                tracing::warn!(%reason, "log level not changed");
-            }
-            self.log_level = live.log_level.clone();
-        }
+        self.log_level.apply(live.log_level.as_deref());
         if self.route_weights.as_ref() != Some(&live.route_weights) {
             self.apply_weights(&live.route_weights);
             self.route_weights = Some(live.route_weights.clone());
