@@ -22,6 +22,8 @@
 #   BENCH_ROUNDS=2  BENCH_WARMUP=3  BENCH_RATE=1000  BENCH_RATE_SECONDS=20
 #   BENCH_PG="-h 127.0.0.1 -p 5432 -U postgres" (psql connection options)
 #   BENCH_SKIP_BUILD=1 (use the existing release binary)
+#   BENCH_GATEWAY_CACHE=off (default; the proxy path) or on (the gateway's
+#   response cache answers repeated public reads itself)
 #   BENCH_INSTALL_OHA=0 (do not build oha when missing; no fixed-rate runs)
 set -euo pipefail
 
@@ -146,6 +148,8 @@ bench_backend() {
 [gateway.rate_limit]
 per_second = 1000000000.0
 burst = 1000000000
+[gateway.cache]
+enabled = $([[ ${BENCH_GATEWAY_CACHE:-off} == on ]] && echo true || echo false)
 EOF
     local env=(
         ZOCALO_LOG__FILTER=warn
