@@ -17,6 +17,7 @@ backend_tests!(
     a_paid_order_ships_and_is_delivered,
     a_declined_payment_releases_the_stock,
     an_expired_reservation_refunds_the_payment,
+    a_paid_order_cancelled_is_refunded_and_restocked,
     a_crashed_worker_leaves_a_job_that_another_finishes,
     an_order_written_before_a_relay_crash_is_still_processed,
     a_repeated_event_is_counted_once,
@@ -256,6 +257,75 @@ async fn an_expired_reservation_refunds_the_payment(backend: Backend) {
         ["refunded"]
     );
     assert_eq!(store.stock(book).await, 2);
+}
+
+async fn a_paid_order_cancelled_is_refunded_and_restocked(backend: Backend) {
+    // Shipping waits a minute, so the order stays `paid` (its copies sold,
+    // the parcel not yet gone) while the buyer cancels.
+    let store = BookStore::start(
+        backend,
+        Options {
+            tweak: |s| s.shipping_step_ms = 60_000,
+            ..Options::default()
+        },
+    )
+    .await;
+    let book = store.list_book("Rayuela", 2).await;
+    let (_, buyer) = store.buyer();
+    let order = store.place_order(0, &buyer, "k", book, 1, CARD).await;
+    let order_id: Uuid = id(&order).parse().unwrap();
+    store.wait_for(&buyer, &id(&order), &["paid"]).await;
+    wait_reservation(&store, &buyer, &id(&order), "committed").await;
+    assert_eq!(store.stock(book).await, 1, "one copy sold");
+
+    let cancel = store.orders[1]
+        .post(&format!("/api/orders/{order_id}/cancel"))
+        .bearer_auth(&buyer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancel.status(), 200);
+    let restocked = wait_reservation(&store, &buyer, &id(&order), "released").await;
+    assert_eq!(restocked["status"], "cancelled");
+    assert_eq!(store.stock(book).await, 2, "the sold copy is back");
+    assert_eq!(
+        store.charges(order_id).await,
+        ["refunded"],
+        "the one charge was refunded"
+    );
+    let reservation: Value = store
+        .catalog
+        .get(&format!("/internal/reservations/{order_id}"))
+        .bearer_auth(store.service_token())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(reservation["status"], "returned");
+
+    // Retries of the return (a worker that died before recording it, a
+    // client retrying on another instance) change nothing more.
+    let mut repeats = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let (catalog, token) = (store.catalog.clone(), store.service_token());
+        repeats.spawn(async move {
+            catalog
+                .post(&format!("/internal/reservations/{order_id}/return"))
+                .bearer_auth(token)
+                .header("idempotency-key", format!("{order_id}:return"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        });
+    }
+    while let Some(status) = repeats.join_next().await {
+        assert_eq!(status.unwrap(), 200);
+    }
+    assert_eq!(store.stock(book).await, 2, "returned exactly once");
+    assert_eq!(store.charges(order_id).await, ["refunded"]);
 }
 
 async fn a_crashed_worker_leaves_a_job_that_another_finishes(backend: Backend) {

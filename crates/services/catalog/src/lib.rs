@@ -3,7 +3,8 @@
 //! without an account (public reads are cacheable: `ETag`, `Cache-Control`,
 //! 304). Stock changes only through reservations that the orders service
 //! makes over the internal API (`/internal/…`, service tokens only, not
-//! routed by the gateway): reserve with an expiry, then commit or release.
+//! routed by the gateway): reserve with an expiry, then commit or release;
+//! return a committed sale that was undone.
 //!
 //! It depends on the platform crates only; callers are authenticated by
 //! verifying the auth service's access tokens against its JWKS.

@@ -34,6 +34,13 @@ pub enum Committed {
     Gone,
 }
 
+pub enum Returned {
+    /// The copies are back in stock (now or by an earlier call).
+    Returned,
+    /// The catalog has no committed sale by this id: the reason it gave.
+    NotSold(String),
+}
+
 #[derive(Deserialize)]
 struct Price {
     amount: String,
@@ -158,6 +165,35 @@ impl CatalogClient {
             StatusCode::OK | StatusCode::NOT_FOUND => Ok(true),
             StatusCode::CONFLICT => Ok(false),
             status => Err(format!("catalog answered {status} to a release")),
+        }
+    }
+
+    /// Put the copies of a committed (sold) reservation back in stock: the
+    /// paid order was cancelled. Returning what is already returned is
+    /// success. A reservation that is unknown or was never committed has
+    /// nothing to give back: the catalog and the order disagree, which
+    /// retrying cannot mend.
+    pub async fn return_stock(&self, order: Uuid) -> Result<Returned, String> {
+        let response = self
+            .post(
+                &format!("/internal/reservations/{order}/return"),
+                order,
+                "return",
+                json!({}),
+            )
+            .await?;
+        match response.status() {
+            StatusCode::OK => Ok(Returned::Returned),
+            StatusCode::CONFLICT | StatusCode::NOT_FOUND => {
+                let detail = response
+                    .json::<ProblemBody>()
+                    .await
+                    .ok()
+                    .and_then(|p| p.detail)
+                    .unwrap_or_else(|| "the catalog refused the return".into());
+                Ok(Returned::NotSold(detail))
+            }
+            status => Err(format!("catalog answered {status} to a return")),
         }
     }
 }

@@ -3,7 +3,9 @@
 //! An order moves `pending → reserved → paid → shipped → delivered`, or ends
 //! `failed` (with a reason) or `cancelled`. Separately it tracks what it
 //! holds in the catalog (`none → held → committed | released`), so that
-//! compensation knows what there is to undo.
+//! compensation knows what there is to undo. `released` means the copies
+//! are back in stock: a hold released, or a sale returned after a paid
+//! order was cancelled (`committed → released`).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -198,7 +200,8 @@ pub struct Order {
     pub id: Uuid,
     pub buyer_id: Uuid,
     pub status: String,
-    /// What the order holds in the catalog: none, held, committed, released.
+    /// What the order holds in the catalog: none, held, committed, released
+    /// (the copies are back in stock).
     pub reservation: String,
     pub failure_reason: Option<String>,
     pub shipping_address: String,

@@ -168,8 +168,9 @@ async fn get_order(
     own_order(&state, &user, id).await.map(Json)
 }
 
-/// Cancel before the parcel leaves. Held stock is released and a captured
-/// payment refunded in the background.
+/// Cancel before the parcel leaves. In the background, held stock is
+/// released, sold copies go back to stock and a captured payment is
+/// refunded.
 #[utoipa::path(post, path = "/api/orders/{id}/cancel", security(("bearer" = [])), params(("id" = Uuid, Path)),
     responses((status = 200, body = Order), (status = 404), (status = 409, description = "already shipped or finished")))]
 async fn cancel_order(

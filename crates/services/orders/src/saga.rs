@@ -11,7 +11,11 @@
 //! | paid | held | commit the reservation → committed (expired: refund, failed) |
 //! | paid | committed | create the shipment (once), schedule shipping |
 //! | failed/cancelled | held | release the reservation → released |
+//! | cancelled | committed | refund, return the sold copies → released |
 //! | cancelled | any | refund a captured charge |
+//!
+//! (On the order, `released` means the copies are back on the shelf, whether
+//! a hold was released or a sale returned.)
 //!
 //! Every step is idempotent — the catalog keys reservations by order id, the
 //! payment ledger keys charges by order id, state changes are conditional —
@@ -27,7 +31,7 @@ use zocalo_bus::outbox::Message;
 use zocalo_bus::{Event, JobError, JobOptions};
 use zocalo_contracts::orders::{self as contract, OrderChanged, OrderJob, OrderPaid, SoldItem};
 
-use crate::catalog::{CatalogClient, Committed, Reserved};
+use crate::catalog::{CatalogClient, Committed, Reserved, Returned};
 use crate::domain::{Order, Provider};
 use crate::payment::{ChargeOutcome, PaymentProcessor};
 use crate::store::OrdersStore;
@@ -137,6 +141,7 @@ impl Saga {
             ("paid", "held") => self.commit(order).await,
             ("paid", "committed") if order.shipment.is_none() => self.ship(order).await,
             ("failed" | "cancelled", "held") => self.release(order).await,
+            ("cancelled", "committed") => self.return_stock(order).await,
             ("cancelled", _) => self.refund(order).await,
             _ => Ok(false),
         }
@@ -272,6 +277,25 @@ impl Saga {
             .set_reservation(order.id, "held", now)
             .await
             .map_err(retry)
+    }
+
+    /// A paid order was cancelled after its copies were sold: give the
+    /// money back first (it does not depend on the catalog being up), then
+    /// the copies. A failure is retried with the job until both are done;
+    /// both calls are idempotent, so repeating them changes nothing.
+    async fn return_stock(&self, order: &Order) -> Result<bool, JobError> {
+        self.payments.refund(order.id).await.map_err(retry)?;
+        match self.catalog.return_stock(order.id).await.map_err(retry)? {
+            Returned::Returned => self
+                .store
+                .set_reservation(order.id, "committed", "released")
+                .await
+                .map_err(retry),
+            Returned::NotSold(reason) => Err(JobError::Fatal(format!(
+                "order {} is recorded as sold but the catalog cannot return it: {reason}",
+                order.id
+            ))),
+        }
     }
 
     async fn refund(&self, order: &Order) -> Result<bool, JobError> {

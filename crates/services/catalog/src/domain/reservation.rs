@@ -2,8 +2,10 @@
 //!
 //! An order reserves copies (`held`, with an expiry), then either commits
 //! them (sold) or releases them (stock returns). A hold nobody settles
-//! expires and its stock returns. Each transition out of `held` happens at
-//! most once, which is what makes returned stock exact.
+//! expires and its stock returns. A committed sale that is cancelled
+//! afterwards is returned (`committed → returned`, stock returns). Each
+//! transition happens at most once (a conditional update of the status),
+//! which is what makes returned stock exact.
 
 use std::collections::HashMap;
 
@@ -30,6 +32,8 @@ pub enum ReservationStatus {
     Committed,
     Released,
     Expired,
+    /// Was committed; the sale was undone and its copies are back in stock.
+    Returned,
 }
 
 impl ReservationStatus {
@@ -39,6 +43,7 @@ impl ReservationStatus {
             ReservationStatus::Committed => "committed",
             ReservationStatus::Released => "released",
             ReservationStatus::Expired => "expired",
+            ReservationStatus::Returned => "returned",
         }
     }
 
@@ -48,11 +53,13 @@ impl ReservationStatus {
             "committed" => Some(Self::Committed),
             "released" => Some(Self::Released),
             "expired" => Some(Self::Expired),
+            "returned" => Some(Self::Returned),
             _ => None,
         }
     }
 
-    /// Its stock went back to the listings (released by request or expired).
+    /// A hold whose stock went back to the listings (released by request
+    /// or expired).
     pub fn returned_stock(self) -> bool {
         matches!(self, Self::Released | Self::Expired)
     }
@@ -226,7 +233,7 @@ pub enum ReserveOutcome {
     Rejected(Vec<Shortfall>),
 }
 
-/// A reservation after a commit or release attempt.
+/// A reservation after a commit, release or return attempt.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Transitioned {
     pub reservation: Reservation,

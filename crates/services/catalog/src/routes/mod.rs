@@ -43,6 +43,10 @@ pub fn router(state: AppState, cache_max_age_secs: u32) -> Router {
             "/internal/reservations/{id}/release",
             post(reservations::release),
         )
+        .route(
+            "/internal/reservations/{id}/return",
+            post(reservations::return_stock),
+        )
         .layer(middleware::map_response(no_store));
     let api = public.merge(internal).with_state(state);
     let ready: zocalo_telemetry::ReadinessCheck = std::sync::Arc::new(move || {
@@ -68,7 +72,8 @@ pub fn router(state: AppState, cache_max_age_secs: u32) -> Router {
         reservations::reserve,
         reservations::get_one,
         reservations::commit,
-        reservations::release
+        reservations::release,
+        reservations::return_stock
     ),
     components(schemas(
         Book,

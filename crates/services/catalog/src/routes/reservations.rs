@@ -1,5 +1,6 @@
 //! The internal reservation API, for the orders service: hold stock for an
-//! order, then commit (sold) or release (stock returns). Callers need a
+//! order, then commit (sold) or release (stock returns); a committed sale
+//! that is undone is returned (stock returns). Callers need a
 //! token with the `service` role; a user's token, even an admin's, gets 403
 //! because stock must only move as part of an order.
 //!
@@ -193,6 +194,38 @@ pub async fn release(
     }
     if outcome.changed {
         count("released");
+    }
+    Ok(Json(outcome.reservation))
+}
+
+/// A paid order was cancelled: the sold copies go back to stock, once,
+/// however often (or concurrently) this is called; a repeat answers 200
+/// with status `returned`. Only a committed reservation can be returned: a
+/// held one is released instead, and one that never sold has nothing to
+/// give back (409).
+#[utoipa::path(post, path = "/internal/reservations/{id}/return", params(("id" = Uuid, Path)), security(("bearer" = [])),
+    responses((status = 200, body = Reservation), (status = 403), (status = 404), (status = 409)))]
+pub async fn return_stock(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<Uuid>,
+) -> Result<Json<Reservation>, Problem> {
+    require_service(&user)?;
+    let outcome = state
+        .store
+        .return_reservation(id, now())
+        .await?
+        .ok_or_else(Problem::not_found)?;
+    if outcome.reservation.status != ReservationStatus::Returned {
+        count("refused");
+        return Err(Problem::conflict(format!(
+            "cannot return: the reservation is {}, only a committed one can be returned",
+            outcome.reservation.status.as_str()
+        ))
+        .with_type(RESERVATION_STATE));
+    }
+    if outcome.changed {
+        count("returned");
     }
     Ok(Json(outcome.reservation))
 }

@@ -5,10 +5,11 @@
 //!
 //! The database, not only this code, guards the invariants: stock never
 //! below zero (`CHECK`), stock taken only by a conditional update that
-//! refuses to overdraw, and a reservation leaves `held` at most once (a
-//! conditional update of its status in the same transaction as the stock it
-//! returns). That is what keeps concurrent buyers, a seller's edit and the
-//! expiry sweep from ever overselling or returning stock twice.
+//! refuses to overdraw, and a reservation leaves `held` (and `committed`)
+//! at most once (a conditional update of its status in the same transaction
+//! as the stock it returns). That is what keeps concurrent buyers, a
+//! seller's edit, the expiry sweep and repeated returns from ever
+//! overselling or returning stock twice.
 
 mod postgres;
 mod sqlite;
@@ -71,6 +72,14 @@ pub trait CatalogStore: Send + Sync + 'static {
     ) -> Result<Option<Transitioned>, StoreError>;
     /// `held` → `released`, returning its stock in the same transaction.
     async fn release_reservation(
+        &self,
+        id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Transitioned>, StoreError>;
+    /// `committed` → `returned`, putting its copies back in stock in the
+    /// same transaction: the sale was undone. Exactly once however often or
+    /// concurrently it is called; any other status is left as it is.
+    async fn return_reservation(
         &self,
         id: Uuid,
         now: DateTime<Utc>,

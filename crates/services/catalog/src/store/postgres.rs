@@ -254,24 +254,55 @@ async fn settle_hold<C: GenericClient>(
     };
     let changed = run(tx, sql, &[&id, &to.as_str(), &now]).await? == 1;
     if changed {
-        let items = rows(
-            tx,
-            "SELECT book_id, quantity FROM reservation_items \
-             WHERE reservation_id = $1 ORDER BY book_id",
-            &[&id],
-        )
-        .await?;
-        for item in &items {
-            let (book_id, quantity): (Uuid, i32) = (col(item, 0)?, col(item, 1)?);
-            run(
-                tx,
-                "UPDATE books SET stock = stock + $2 WHERE id = $1",
-                &[&book_id, &quantity],
-            )
-            .await?;
-        }
+        restock(tx, id).await?;
     }
     Ok(changed)
+}
+
+/// Undo a committed sale: `committed → returned` and its copies back, in
+/// the caller's transaction. Like `settle_hold`, the conditional status
+/// update is what makes this happen once: a concurrent duplicate waits on
+/// the row lock, then finds it no longer committed.
+async fn return_sale<C: GenericClient>(
+    tx: &C,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let changed = run(
+        tx,
+        "UPDATE reservations SET status = 'returned', updated_at = $2 \
+         WHERE id = $1 AND status = 'committed'",
+        &[&id, &now],
+    )
+    .await?
+        == 1;
+    if changed {
+        restock(tx, id).await?;
+    }
+    Ok(changed)
+}
+
+/// Put every copy of reservation `id` back on its listing. Called only
+/// right after the status update that allows it, in the same transaction;
+/// listings are locked in book-id order like every other writer.
+async fn restock<C: GenericClient>(tx: &C, id: Uuid) -> Result<(), StoreError> {
+    let items = rows(
+        tx,
+        "SELECT book_id, quantity FROM reservation_items \
+         WHERE reservation_id = $1 ORDER BY book_id",
+        &[&id],
+    )
+    .await?;
+    for item in &items {
+        let (book_id, quantity): (Uuid, i32) = (col(item, 0)?, col(item, 1)?);
+        run(
+            tx,
+            "UPDATE books SET stock = stock + $2 WHERE id = $1",
+            &[&book_id, &quantity],
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// The listing query's values as driver parameters.
@@ -469,6 +500,23 @@ impl CatalogStore for PostgresStore {
         let mut client = self.pools.writer().await?;
         let tx = client.transaction().await?;
         let changed = settle_hold(&tx, id, ReservationStatus::Released, now).await?;
+        tx.commit().await?;
+        Ok(load_reservation(&client, id)
+            .await?
+            .map(|reservation| Transitioned {
+                reservation,
+                changed,
+            }))
+    }
+
+    async fn return_reservation(
+        &self,
+        id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Transitioned>, StoreError> {
+        let mut client = self.pools.writer().await?;
+        let tx = client.transaction().await?;
+        let changed = return_sale(&tx, id, now).await?;
         tx.commit().await?;
         Ok(load_reservation(&client, id)
             .await?

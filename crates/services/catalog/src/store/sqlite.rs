@@ -215,14 +215,39 @@ fn settle_hold(
         .execute(params![id, to.as_str(), now])?
         == 1;
     if changed {
-        conn.prepare_cached(
-            "UPDATE books SET stock = stock + \
-             (SELECT quantity FROM reservation_items WHERE reservation_id = ?1 AND book_id = books.id) \
-             WHERE id IN (SELECT book_id FROM reservation_items WHERE reservation_id = ?1)",
-        )?
-        .execute([id])?;
+        restock(conn, id)?;
     }
     Ok(changed)
+}
+
+/// Undo a committed sale: `committed → returned` and its copies back, in
+/// the caller's transaction. The status update is conditional on
+/// `committed`, so of two returns of the same reservation exactly one
+/// changes it and returns the stock.
+fn return_sale(conn: &Connection, id: Uuid, now: DateTime<Utc>) -> Result<bool, StoreError> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE reservations SET status = 'returned', updated_at = ?2 \
+             WHERE id = ?1 AND status = 'committed'",
+        )?
+        .execute(params![id, now])?
+        == 1;
+    if changed {
+        restock(conn, id)?;
+    }
+    Ok(changed)
+}
+
+/// Put every copy of reservation `id` back on its listing. Called only
+/// right after the status update that allows it, in the same transaction.
+fn restock(conn: &Connection, id: Uuid) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE books SET stock = stock + \
+         (SELECT quantity FROM reservation_items WHERE reservation_id = ?1 AND book_id = books.id) \
+         WHERE id IN (SELECT book_id FROM reservation_items WHERE reservation_id = ?1)",
+    )?
+    .execute([id])?;
+    Ok(())
 }
 
 fn transitioned(
@@ -405,6 +430,21 @@ impl CatalogStore for SqliteStore {
             .write(move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 let changed = settle_hold(&tx, id, ReservationStatus::Released, now)?;
+                tx.commit()?;
+                transitioned(conn, id, changed)
+            })
+            .await
+    }
+
+    async fn return_reservation(
+        &self,
+        id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Transitioned>, StoreError> {
+        self.pool
+            .write(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let changed = return_sale(&tx, id, now)?;
                 tx.commit()?;
                 transitioned(conn, id, changed)
             })

@@ -655,5 +655,6 @@ async fn operability_endpoints_answer(backend: Backend) {
     assert!(openapi["openapi"].as_str().unwrap().starts_with("3."));
     assert!(openapi["paths"]["/api/books"]["get"].is_object());
     assert!(openapi["paths"]["/internal/reservations"]["post"].is_object());
+    assert!(openapi["paths"]["/internal/reservations/{id}/return"]["post"].is_object());
     assert!(openapi["components"]["schemas"]["Book"].is_object());
 }

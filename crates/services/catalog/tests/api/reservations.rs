@@ -17,6 +17,9 @@ use zocalo_testkit::TestTokens;
 backend_tests!(
     internal_endpoints_need_the_service_role,
     reserve_commit_and_release_are_idempotent,
+    a_returned_sale_restocks_once,
+    only_committed_reservations_can_be_returned,
+    concurrent_returns_restock_once,
     insufficient_stock_reserves_nothing,
     the_sweep_expires_holds_and_returns_stock_once,
     concurrent_reservations_never_oversell,
@@ -49,6 +52,7 @@ async fn internal_endpoints_need_the_service_role(backend: Backend) {
         ("GET", format!("/internal/reservations/{id}")),
         ("POST", format!("/internal/reservations/{id}/commit")),
         ("POST", format!("/internal/reservations/{id}/release")),
+        ("POST", format!("/internal/reservations/{id}/return")),
     ];
     for (method, path) in &endpoints {
         expect_problem(call(None, method, path.clone()).await.unwrap(), 401).await;
@@ -171,6 +175,134 @@ async fn reserve_commit_and_release_are_idempotent(backend: Backend) {
         expect_problem(app.settle(unknown, action).await, 404).await;
     }
     expect_problem(app.reservation(unknown).await, 404).await;
+}
+
+async fn a_returned_sale_restocks_once(backend: Backend) {
+    let app = spawn(backend).await;
+    let a = app.book("Returned A", "6.00", 3).await;
+    let b = app.book("Returned B", "2.00", 1).await;
+    let order = Uuid::now_v7();
+    let body = json!({"reservation_id": order, "items": [
+        {"book_id": a, "quantity": 2}, {"book_id": b, "quantity": 1}
+    ]});
+    assert_eq!(app.reserve(&body).await.status(), 201);
+    assert_eq!(app.settle(order, "commit").await.status(), 200);
+    assert_eq!((app.stock(a).await, app.stock(b).await), (1, 0));
+
+    for _ in 0..3 {
+        let returned = app.settle(order, "return").await;
+        assert_eq!(returned.status(), 200);
+        let returned: Value = returned.json().await.unwrap();
+        assert_eq!(returned["status"], "returned");
+        assert_eq!(returned["items"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            (app.stock(a).await, app.stock(b).await),
+            (3, 1),
+            "every line's copies come back, once"
+        );
+    }
+    let fetched: Value = app.reservation(order).await.json().await.unwrap();
+    assert_eq!(fetched["status"], "returned");
+
+    // Returned is final: it can be neither committed nor released again.
+    for action in ["commit", "release"] {
+        let problem = expect_problem(app.settle(order, action).await, 409).await;
+        assert_eq!(problem["type"], "urn:zocalo:problem:reservation-state");
+        assert!(
+            problem["detail"].as_str().unwrap().contains("returned"),
+            "{problem}"
+        );
+    }
+    assert_eq!((app.stock(a).await, app.stock(b).await), (3, 1));
+    let replay = app.reserve(&body).await;
+    assert_eq!(replay.status(), 200, "the id stays used");
+    assert_eq!(replay.json::<Value>().await.unwrap()["status"], "returned");
+    assert_eq!((app.stock(a).await, app.stock(b).await), (3, 1));
+}
+
+async fn only_committed_reservations_can_be_returned(backend: Backend) {
+    let app = spawn_with(backend, |settings| settings.sweep_interval_ms = 60_000).await;
+    let book = app.book("Unsold", "3.00", 5).await;
+
+    let held = Uuid::now_v7();
+    assert_eq!(app.reserve(&one_item(held, book, 2)).await.status(), 201);
+    let problem = expect_problem(app.settle(held, "return").await, 409).await;
+    assert_eq!(problem["type"], "urn:zocalo:problem:reservation-state");
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("held") && detail.contains("committed"),
+        "{detail}"
+    );
+    assert_eq!(app.stock(book).await, 3, "a held reservation is untouched");
+    assert_eq!(
+        app.reservation(held).await.json::<Value>().await.unwrap()["status"],
+        "held"
+    );
+
+    let released = Uuid::now_v7();
+    assert_eq!(
+        app.reserve(&one_item(released, book, 1)).await.status(),
+        201
+    );
+    assert_eq!(app.settle(released, "release").await.status(), 200);
+    let problem = expect_problem(app.settle(released, "return").await, 409).await;
+    assert!(problem["detail"].as_str().unwrap().contains("released"));
+
+    let expired = Uuid::now_v7();
+    assert_eq!(app.reserve(&one_item(expired, book, 1)).await.status(), 201);
+    let later = Utc::now() + chrono::Duration::hours(1);
+    assert_eq!(app.store.release_expired(later).await.unwrap(), 2);
+    let problem = expect_problem(app.settle(expired, "return").await, 409).await;
+    assert!(problem["detail"].as_str().unwrap().contains("expired"));
+    assert_eq!(
+        app.stock(book).await,
+        5,
+        "each hold came back once, no more"
+    );
+
+    let unknown = expect_problem(app.settle(Uuid::now_v7(), "return").await, 404).await;
+    assert_eq!(unknown["status"], 404);
+    assert_eq!(app.stock(book).await, 5);
+}
+
+async fn concurrent_returns_restock_once(backend: Backend) {
+    let app = spawn(backend).await;
+    let book = app.book("Contested return", "8.00", 10).await;
+    let mut orders = Vec::new();
+    for _ in 0..5 {
+        let order = Uuid::now_v7();
+        assert_eq!(app.reserve(&one_item(order, book, 2)).await.status(), 201);
+        assert_eq!(app.settle(order, "commit").await.status(), 200);
+        orders.push(order);
+    }
+    assert_eq!(app.stock(book).await, 0);
+    // Every sale is returned by eight callers at once (retries on several
+    // orders workers and catalog instances).
+    let mut racers = JoinSet::new();
+    for order in &orders {
+        for _ in 0..8 {
+            let api = app.api.clone();
+            let token = app.service.clone();
+            let path = format!("/internal/reservations/{order}/return");
+            racers.spawn(async move {
+                let response = api.post(&path).bearer_auth(token).send().await.unwrap();
+                let status = response.status().as_u16();
+                let body: Value = response.json().await.unwrap();
+                (
+                    status,
+                    body["status"].as_str().unwrap_or_default().to_owned(),
+                )
+            });
+        }
+    }
+    while let Some(answer) = racers.join_next().await {
+        assert_eq!(answer.unwrap(), (200, "returned".to_owned()));
+    }
+    assert_eq!(
+        app.stock(book).await,
+        10,
+        "every sold copy came back exactly once"
+    );
 }
 
 async fn insufficient_stock_reserves_nothing(backend: Backend) {

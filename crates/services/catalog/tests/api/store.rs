@@ -20,6 +20,7 @@ backend_tests!(
     reservations_hold_every_line_or_none,
     commit_refuses_expired_holds_and_the_sweep_returns_them_once,
     racing_release_and_sweep_return_stock_once,
+    racing_returns_restock_once,
     search_filters_and_sorts_agree,
 );
 
@@ -283,6 +284,101 @@ async fn racing_release_and_sweep_return_stock_once(backend: Backend) {
         );
         assert_eq!(stock(&store, book.id).await, 2, "round {round}");
     }
+}
+
+async fn racing_returns_restock_once(backend: Backend) {
+    let (store, _db) = open(backend).await;
+    let book = store
+        .create_book(new_book("Return race", "x", "1.00", 3))
+        .await
+        .unwrap();
+    for round in 0..10 {
+        let sale = reservation(&[(book.id, 3)], 60);
+        let id = sale.id;
+        store.reserve(sale).await.unwrap();
+        let early = store.return_reservation(id, Utc::now()).await.unwrap();
+        assert!(!early.unwrap().changed, "a hold is not a sale");
+        assert!(
+            store
+                .commit_reservation(id, Utc::now())
+                .await
+                .unwrap()
+                .unwrap()
+                .changed
+        );
+        assert_eq!(stock(&store, book.id).await, 0, "round {round}");
+        let returners: Vec<_> = (0..3)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move { store.return_reservation(id, Utc::now()).await })
+            })
+            .collect();
+        let mut changed = 0;
+        for returner in returners {
+            let returned = returner.await.unwrap().unwrap().unwrap();
+            assert_eq!(returned.reservation.status, ReservationStatus::Returned);
+            changed += u32::from(returned.changed);
+        }
+        assert_eq!(changed, 1, "round {round}: exactly one return counted");
+        assert_eq!(stock(&store, book.id).await, 3, "round {round}");
+    }
+    assert!(
+        store
+            .return_reservation(Uuid::now_v7(), Utc::now())
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+/// A database made before `returned` existed keeps its reservations, and
+/// a sale committed then can be returned after the upgrade.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_upgrade_keeps_reservations_and_allows_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("catalog.db");
+    let (book_id, sale_id, at) = (Uuid::now_v7(), Uuid::now_v7(), Utc::now());
+    {
+        let mut conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch("PRAGMA foreign_keys = ON;").unwrap();
+        let v1 = refinery::Migration::unapplied(
+            "V1__init",
+            include_str!("../../migrations/sqlite/V1__init.sql"),
+        )
+        .unwrap();
+        refinery::Runner::new(&[v1]).run(&mut conn).unwrap();
+        conn.execute(
+            "INSERT INTO books (id, seller_id, title, author, author_key, isbn, description, \
+             condition, price_cents, currency, stock, status, created_at, updated_at) \
+             VALUES (?1, ?2, 'Old', 'A', 'a', '0306406152', 'd', 'good', 500, 'USD', 1, 'active', ?3, ?3)",
+            rusqlite::params![book_id, Uuid::now_v7(), at],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO reservations (id, status, expires_at, created_at, updated_at) \
+             VALUES (?1, 'committed', ?2, ?2, ?2)",
+            rusqlite::params![sale_id, at],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO reservation_items (reservation_id, book_id, quantity, unit_price_cents, \
+             currency, title, seller_id, position) VALUES (?1, ?2, 2, 500, 'USD', 'Old', ?3, 0)",
+            rusqlite::params![sale_id, book_id, Uuid::now_v7()],
+        )
+        .unwrap();
+    }
+    let store: Arc<dyn CatalogStore> = Arc::new(store::SqliteStore::open(&path, 2).unwrap());
+    let kept = store.reservation(sale_id).await.unwrap().unwrap();
+    assert_eq!(kept.status, ReservationStatus::Committed);
+    assert_eq!(kept.items.len(), 1);
+    assert_eq!(kept.items[0].quantity, 2);
+    let returned = store
+        .return_reservation(sale_id, Utc::now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(returned.changed);
+    assert_eq!(stock(&store, book_id).await, 3);
 }
 
 async fn search_filters_and_sorts_agree(backend: Backend) {
