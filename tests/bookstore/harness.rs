@@ -38,6 +38,17 @@ pub struct Options {
     pub tweak: fn(&mut zocalo_orders::Settings),
 }
 
+impl Options {
+    /// Shipping waits a minute, so paid orders stay `paid` (their copies
+    /// sold, the parcel not yet gone) for as long as a test needs.
+    pub fn slow_shipping() -> Self {
+        Self {
+            tweak: |s| s.shipping_step_ms = 60_000,
+            ..Self::default()
+        }
+    }
+}
+
 impl Default for Options {
     fn default() -> Self {
         Self {

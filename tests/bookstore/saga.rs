@@ -72,14 +72,7 @@ mod nats {
 }
 
 async fn two_hundred_buyers_share_ten_books(backend: Backend) {
-    let store = BookStore::start(
-        backend,
-        Options {
-            tweak: |s| s.shipping_step_ms = 60_000,
-            ..Options::default()
-        },
-    )
-    .await;
+    let store = BookStore::start(backend, Options::slow_shipping()).await;
     let book = store.list_book("Rayuela", 10).await;
     let buyers: Vec<_> = (0..200).map(|_| store.buyer()).collect();
     let store = std::sync::Arc::new(store);
@@ -260,16 +253,8 @@ async fn an_expired_reservation_refunds_the_payment(backend: Backend) {
 }
 
 async fn a_paid_order_cancelled_is_refunded_and_restocked(backend: Backend) {
-    // Shipping waits a minute, so the order stays `paid` (its copies sold,
-    // the parcel not yet gone) while the buyer cancels.
-    let store = BookStore::start(
-        backend,
-        Options {
-            tweak: |s| s.shipping_step_ms = 60_000,
-            ..Options::default()
-        },
-    )
-    .await;
+    // The order stays `paid` while the buyer cancels.
+    let store = BookStore::start(backend, Options::slow_shipping()).await;
     let book = store.list_book("Rayuela", 2).await;
     let (_, buyer) = store.buyer();
     let order = store.place_order(0, &buyer, "k", book, 1, CARD).await;
@@ -333,8 +318,7 @@ async fn a_crashed_worker_leaves_a_job_that_another_finishes(backend: Backend) {
         backend,
         Options {
             workers: 0,
-            tweak: |s| s.shipping_step_ms = 60_000,
-            ..Options::default()
+            ..Options::slow_shipping()
         },
     )
     .await;

@@ -18,7 +18,8 @@ use zocalo_http::{FieldError, Problem};
 use super::created;
 use crate::app::AppState;
 use crate::domain::{
-    Reservation, ReservationInput, ReservationStatus, ReserveOutcome, Shortfall, ShortfallKind, now,
+    Reservation, ReservationInput, ReservationStatus, ReserveOutcome, Shortfall, ShortfallKind,
+    Transitioned, now,
 };
 
 pub const INSUFFICIENT_STOCK: &str = "urn:zocalo:problem:insufficient-stock";
@@ -156,19 +157,13 @@ pub async fn commit(
     Path(id): Path<Uuid>,
 ) -> Result<Json<Reservation>, Problem> {
     require_service(&user)?;
-    let outcome = state
-        .store
-        .commit_reservation(id, now())
-        .await?
-        .ok_or_else(Problem::not_found)?;
-    if outcome.reservation.status != ReservationStatus::Committed {
-        count("refused");
-        return Err(state_conflict(&outcome.reservation, "commit"));
-    }
-    if outcome.changed {
-        count("committed");
-    }
-    Ok(Json(outcome.reservation))
+    let outcome = state.store.commit_reservation(id, now()).await?;
+    answer_transition(
+        outcome,
+        |status| status == ReservationStatus::Committed,
+        |reservation| state_conflict(reservation, "commit"),
+        "committed",
+    )
 }
 
 /// The order failed or was cancelled: the held copies return to stock,
@@ -183,19 +178,13 @@ pub async fn release(
     Path(id): Path<Uuid>,
 ) -> Result<Json<Reservation>, Problem> {
     require_service(&user)?;
-    let outcome = state
-        .store
-        .release_reservation(id, now())
-        .await?
-        .ok_or_else(Problem::not_found)?;
-    if !outcome.reservation.status.returned_stock() {
-        count("refused");
-        return Err(state_conflict(&outcome.reservation, "release"));
-    }
-    if outcome.changed {
-        count("released");
-    }
-    Ok(Json(outcome.reservation))
+    let outcome = state.store.release_reservation(id, now()).await?;
+    answer_transition(
+        outcome,
+        ReservationStatus::returned_stock,
+        |reservation| state_conflict(reservation, "release"),
+        "released",
+    )
 }
 
 /// A paid order was cancelled: the sold copies go back to stock, once,
@@ -211,21 +200,38 @@ pub async fn return_stock(
     Path(id): Path<Uuid>,
 ) -> Result<Json<Reservation>, Problem> {
     require_service(&user)?;
-    let outcome = state
-        .store
-        .return_reservation(id, now())
-        .await?
-        .ok_or_else(Problem::not_found)?;
-    if outcome.reservation.status != ReservationStatus::Returned {
+    let outcome = state.store.return_reservation(id, now()).await?;
+    answer_transition(
+        outcome,
+        |status| status == ReservationStatus::Returned,
+        |reservation| {
+            Problem::conflict(format!(
+                "cannot return: the reservation is {}, only a committed one can be returned",
+                reservation.status.as_str()
+            ))
+            .with_type(RESERVATION_STATE)
+        },
+        "returned",
+    )
+}
+
+/// The answer to a state transition (commit, release, return): 404 for an
+/// unknown reservation, 409 when it did not end where the caller asked, and
+/// the reservation otherwise; only a call that changed it is counted as
+/// `changed_label`, so repeats are not.
+fn answer_transition(
+    outcome: Option<Transitioned>,
+    reached: impl FnOnce(ReservationStatus) -> bool,
+    conflict: impl FnOnce(&Reservation) -> Problem,
+    changed_label: &'static str,
+) -> Result<Json<Reservation>, Problem> {
+    let outcome = outcome.ok_or_else(Problem::not_found)?;
+    if !reached(outcome.reservation.status) {
         count("refused");
-        return Err(Problem::conflict(format!(
-            "cannot return: the reservation is {}, only a committed one can be returned",
-            outcome.reservation.status.as_str()
-        ))
-        .with_type(RESERVATION_STATE));
+        return Err(conflict(&outcome.reservation));
     }
     if outcome.changed {
-        count("returned");
+        count(changed_label);
     }
     Ok(Json(outcome.reservation))
 }
