@@ -117,6 +117,21 @@ async fn load_book<C: GenericClient>(c: &C, id: Uuid) -> Result<Option<Book>, St
         .transpose()
 }
 
+/// The reservation as a transition left it, and whether this call made the
+/// change.
+async fn transitioned<C: GenericClient>(
+    c: &C,
+    id: Uuid,
+    changed: bool,
+) -> Result<Option<Transitioned>, StoreError> {
+    Ok(load_reservation(c, id)
+        .await?
+        .map(|reservation| Transitioned {
+            reservation,
+            changed,
+        }))
+}
+
 async fn load_reservation<C: GenericClient>(
     c: &C,
     id: Uuid,
@@ -484,12 +499,7 @@ impl CatalogStore for PostgresStore {
         )
         .await?
             == 1;
-        Ok(load_reservation(&client, id)
-            .await?
-            .map(|reservation| Transitioned {
-                reservation,
-                changed,
-            }))
+        transitioned(&client, id, changed).await
     }
 
     async fn release_reservation(
@@ -501,12 +511,7 @@ impl CatalogStore for PostgresStore {
         let tx = client.transaction().await?;
         let changed = settle_hold(&tx, id, ReservationStatus::Released, now).await?;
         tx.commit().await?;
-        Ok(load_reservation(&client, id)
-            .await?
-            .map(|reservation| Transitioned {
-                reservation,
-                changed,
-            }))
+        transitioned(&client, id, changed).await
     }
 
     async fn return_reservation(
@@ -518,12 +523,7 @@ impl CatalogStore for PostgresStore {
         let tx = client.transaction().await?;
         let changed = return_sale(&tx, id, now).await?;
         tx.commit().await?;
-        Ok(load_reservation(&client, id)
-            .await?
-            .map(|reservation| Transitioned {
-                reservation,
-                changed,
-            }))
+        transitioned(&client, id, changed).await
     }
 
     async fn release_expired(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
