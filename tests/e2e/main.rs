@@ -13,6 +13,7 @@ mod distributed;
 mod otlp;
 mod process_live;
 mod redis_outage;
+mod replica_outage;
 mod service_calls;
 mod support;
 
