@@ -7,6 +7,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+pub mod cinema;
+
 /// Topics and event kinds of the orders service.
 pub mod orders {
     use super::*;
@@ -64,6 +66,7 @@ pub mod orders {
 
 #[cfg(test)]
 mod tests {
+    use super::cinema::{SeatMapState, ShowtimeSaved};
     use super::orders::*;
 
     #[test]
@@ -73,5 +76,31 @@ mod tests {
         };
         let value = serde_json::to_value(job).unwrap();
         assert_eq!(serde_json::from_value::<OrderJob>(value).unwrap(), job);
+    }
+
+    #[test]
+    fn cinema_events_keep_their_field_names() {
+        let event = ShowtimeSaved {
+            showtime_id: uuid::Uuid::now_v7(),
+            version: 3,
+            movie_id: uuid::Uuid::now_v7(),
+            room_id: uuid::Uuid::now_v7(),
+            cinema_id: uuid::Uuid::now_v7(),
+            chain_id: uuid::Uuid::now_v7(),
+            starts_at: chrono::Utc::now(),
+            ends_at: chrono::Utc::now(),
+            prices: vec![],
+            currency: "EUR".into(),
+            status: super::cinema::SCHEDULED.into(),
+        };
+        let value = serde_json::to_value(&event).unwrap();
+        assert_eq!(value["version"], 3);
+        assert_eq!(value["status"], "scheduled");
+        assert_eq!(
+            serde_json::from_value::<ShowtimeSaved>(value).unwrap(),
+            event
+        );
+        let seats: SeatMapState = serde_json::from_str(r#"{"version":2,"sold":["A1"]}"#).unwrap();
+        assert_eq!(seats.sold, ["A1"]);
     }
 }
