@@ -95,7 +95,7 @@ async fn write_record(tx: &Transaction<'_>, record: &Record) -> Result<u64, Stor
         (Some(slot), _, version) => {
             tx.execute(
                 "UPDATE showtimes SET version = $2, starts_at = $3, ends_at = $4, status = $5, doc = $6 \
-                 WHERE id = $1 AND version = $2 - 1",
+                 WHERE id = $1 AND version = $2::bigint - 1",
                 &[&record.id, &version, &slot.starts_at, &slot.ends_at, &status(slot.scheduled), &record.doc],
             )
             .await?
@@ -116,7 +116,7 @@ async fn write_record(tx: &Transaction<'_>, record: &Record) -> Result<u64, Stor
         }
         (None, _, version) => {
             tx.execute(
-                &format!("UPDATE {table} SET version = $2, doc = $3 WHERE id = $1 AND version = $2 - 1"),
+                &format!("UPDATE {table} SET version = $2, doc = $3 WHERE id = $1 AND version = $2::bigint - 1"),
                 &[&record.id, &version, &record.doc],
             )
             .await?
