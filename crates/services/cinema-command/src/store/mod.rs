@@ -145,7 +145,7 @@ pub enum Held {
 }
 
 #[async_trait]
-pub trait CinemaStore: ChargeLedger {
+pub trait CinemaStore: Send + Sync + 'static {
     /// The document of an aggregate.
     async fn load(&self, kind: Kind, id: Uuid) -> Result<Option<Value>, StoreError>;
     /// Insert (version 1) or update (version n over n − 1) the aggregate and
@@ -184,6 +184,8 @@ pub trait CinemaStore: ChargeLedger {
     /// Events with `seq > after`, in order, at most `limit`.
     async fn events_after(&self, after: i64, limit: u32) -> Result<Vec<LoggedEvent>, StoreError>;
 
+    /// The card processor's ledger (`payment_charges`), in this database.
+    fn ledger(&self) -> Arc<dyn ChargeLedger>;
     /// Where the outbox relay reads.
     fn outbox(&self) -> Source;
     async fn ping(&self) -> Result<(), StoreError>;

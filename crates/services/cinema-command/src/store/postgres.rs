@@ -1,4 +1,5 @@
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -8,8 +9,7 @@ use uuid::Uuid;
 use zocalo_bus::Event;
 use zocalo_bus::outbox::{self, Message, Source};
 use zocalo_contracts::cinema::{LoggedEvent, SeatMapState, Ticket};
-use zocalo_payments::Charge;
-use zocalo_payments::ledger::{self, ChargeLedger};
+use zocalo_payments::ChargeLedger;
 use zocalo_store::{DatabaseSettings, PgPools, StoreError};
 
 use super::{
@@ -435,24 +435,6 @@ fn or_reference(result: Result<Saved, StoreError>) -> Result<Saved, StoreError> 
 }
 
 #[async_trait]
-impl ChargeLedger for PostgresStore {
-    async fn record_charge(&self, charge: &Charge<'_>, status: &str) -> Result<String, StoreError> {
-        let client = self.pools.writer().await?;
-        ledger::record_postgres(&**client, charge, status).await
-    }
-
-    async fn refund_charge(&self, key: Uuid) -> Result<bool, StoreError> {
-        let client = self.pools.writer().await?;
-        ledger::refund_postgres(&**client, key).await
-    }
-
-    async fn charges(&self, key: Uuid) -> Result<Vec<String>, StoreError> {
-        let client = self.pools.writer().await?;
-        ledger::charges_postgres(&**client, key).await
-    }
-}
-
-#[async_trait]
 impl CinemaStore for PostgresStore {
     async fn load(&self, kind: Kind, id: Uuid) -> Result<Option<Value>, StoreError> {
         // From the primary: a command reads what it is about to change.
@@ -622,6 +604,10 @@ impl CinemaStore for PostgresStore {
                 occurred_at: row.get(4),
             })
             .collect())
+    }
+
+    fn ledger(&self) -> Arc<dyn ChargeLedger> {
+        Arc::new(self.pools.clone())
     }
 
     fn outbox(&self) -> Source {

@@ -1,5 +1,6 @@
 use std::collections::HashSet;
 use std::path::Path;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -9,8 +10,7 @@ use uuid::Uuid;
 use zocalo_bus::Event;
 use zocalo_bus::outbox::{self, Message, Source};
 use zocalo_contracts::cinema::{LoggedEvent, SeatMapState, Ticket};
-use zocalo_payments::Charge;
-use zocalo_payments::ledger::{self, ChargeLedger, OwnedCharge};
+use zocalo_payments::ChargeLedger;
 use zocalo_store::{SqlitePool, StoreError};
 
 use super::{
@@ -346,28 +346,6 @@ fn set_seat_map_version(tx: &Transaction<'_>, id: Uuid, version: i64) -> Result<
 }
 
 #[async_trait]
-impl ChargeLedger for SqliteStore {
-    async fn record_charge(&self, charge: &Charge<'_>, status: &str) -> Result<String, StoreError> {
-        let (charge, status) = (OwnedCharge::from(charge), status.to_owned());
-        self.pool
-            .write(move |conn| ledger::record_sqlite(conn, &charge.as_charge(), &status))
-            .await
-    }
-
-    async fn refund_charge(&self, key: Uuid) -> Result<bool, StoreError> {
-        self.pool
-            .write(move |conn| ledger::refund_sqlite(conn, key))
-            .await
-    }
-
-    async fn charges(&self, key: Uuid) -> Result<Vec<String>, StoreError> {
-        self.pool
-            .read(move |conn| ledger::charges_sqlite(conn, key))
-            .await
-    }
-}
-
-#[async_trait]
 impl CinemaStore for SqliteStore {
     async fn load(&self, kind: Kind, id: Uuid) -> Result<Option<Value>, StoreError> {
         self.pool
@@ -563,6 +541,10 @@ impl CinemaStore for SqliteStore {
                 Ok(rows.collect::<Result<_, _>>()?)
             })
             .await
+    }
+
+    fn ledger(&self) -> Arc<dyn ChargeLedger> {
+        Arc::new(self.pool.clone())
     }
 
     fn outbox(&self) -> Source {

@@ -150,7 +150,10 @@ async fn a_retried_purchase_is_charged_once(backend: Backend) {
     );
     let purchase = id(&answers[0], "purchase_id");
     assert_eq!(answers[0]["total_cents"], 18000);
-    assert_eq!(app.store.charges(purchase).await.unwrap(), ["captured"]);
+    assert_eq!(
+        app.store.ledger().charges(purchase).await.unwrap(),
+        ["captured"]
+    );
     let other = json!({"seats": ["B4"], "card": CARD});
     let reused = app.buy(&token, "same-key", venue.showtime, &other).await;
     expect_problem(reused, 422).await;
@@ -219,7 +222,7 @@ async fn expired_holds_are_released_and_refunded(backend: Backend) {
         panic!("not held")
     };
     let payments =
-        zocalo_payments::SimulatedProcessor::new(app.store.clone(), 0.0, Default::default());
+        zocalo_payments::SimulatedProcessor::new(app.store.ledger(), 0.0, Default::default());
     let charge = zocalo_payments::Charge {
         key: held.purchase_id,
         amount_cents: held.total_cents,
@@ -245,7 +248,7 @@ async fn expired_holds_are_released_and_refunded(backend: Backend) {
             .is_empty()
     );
     assert_eq!(
-        app.store.charges(held.purchase_id).await.unwrap(),
+        app.store.ledger().charges(held.purchase_id).await.unwrap(),
         ["refunded"]
     );
     let after = app.store.purchase(held.purchase_id).await.unwrap().unwrap();
@@ -420,7 +423,10 @@ async fn a_refund_frees_the_seats_for_the_owner_or_manager_only(backend: Backend
         200,
         "repeating answers the same"
     );
-    assert_eq!(app.store.charges(purchase).await.unwrap(), ["refunded"]);
+    assert_eq!(
+        app.store.ledger().charges(purchase).await.unwrap(),
+        ["refunded"]
+    );
     assert!(
         app.store
             .seat_map(venue.showtime)
