@@ -343,6 +343,9 @@ pub(crate) fn total(priced: &[TicketPrice]) -> i64 {
     priced.iter().map(|p| p.price_cents).sum()
 }
 
+/// Builds the event of a purchase that changed its showtime's seat map.
+pub(crate) type SeatMapEvent = fn(&Purchase, SeatMapState, DateTime<Utc>) -> Event;
+
 /// `purchase.completed`, with the seat map after it.
 pub(crate) fn completed_event(
     purchase: &Purchase,

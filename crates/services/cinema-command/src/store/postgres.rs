@@ -13,8 +13,8 @@ use zocalo_payments::ChargeLedger;
 use zocalo_store::{DatabaseSettings, PgPools, StoreError};
 
 use super::{
-    CinemaStore, Held, Kind, Record, Refusal, Saved, SeatPlanner, Venue, completed_event,
-    in_seat_order, refunded_event, total,
+    CinemaStore, Held, Kind, Record, Refusal, Saved, SeatMapEvent, SeatPlanner, Venue,
+    completed_event, in_seat_order, refunded_event, total,
 };
 use crate::domain::{
     NewPurchase, Purchase, PurchaseStatus, SeatLabel, TicketPrice, verification_code,
@@ -386,17 +386,25 @@ async fn transition(
     Ok(row.map(|r| r.get(0)))
 }
 
-async fn set_seat_map_version(
+/// After a purchase changed its seats: the showtime's next seat map version
+/// on the purchase, and its event in the log (appended last, see
+/// [`append`]).
+async fn publish_seat_map(
     tx: &Transaction<'_>,
     id: Uuid,
-    version: i64,
-) -> Result<(), StoreError> {
+    showtime: Uuid,
+    event: SeatMapEvent,
+    now: DateTime<Utc>,
+) -> Result<Purchase, StoreError> {
+    let seat_map = next_seat_map(tx, showtime).await?;
     tx.execute(
         "UPDATE purchases SET seat_map_version = $2 WHERE id = $1",
-        &[&id, &version],
+        &[&id, &seat_map.version],
     )
     .await?;
-    Ok(())
+    let purchase = loaded(tx, id).await?;
+    append(tx, vec![event(&purchase, seat_map, now)]).await?;
+    Ok(purchase)
 }
 
 impl PostgresStore {
@@ -505,10 +513,7 @@ impl CinemaStore for PostgresStore {
         )
         .await?;
         issue_tickets(&tx, id).await?;
-        let seat_map = next_seat_map(&tx, showtime).await?;
-        set_seat_map_version(&tx, id, seat_map.version).await?;
-        let purchase = loaded(&*tx, id).await?;
-        append(&tx, vec![completed_event(&purchase, seat_map, now)]).await?;
+        let purchase = publish_seat_map(&tx, id, showtime, completed_event, now).await?;
         tx.commit().await?;
         Ok((true, purchase))
     }
@@ -533,10 +538,7 @@ impl CinemaStore for PostgresStore {
         };
         tx.execute("DELETE FROM seats WHERE purchase_id = $1", &[&id])
             .await?;
-        let seat_map = next_seat_map(&tx, showtime).await?;
-        set_seat_map_version(&tx, id, seat_map.version).await?;
-        let purchase = loaded(&*tx, id).await?;
-        append(&tx, vec![refunded_event(&purchase, seat_map, now)]).await?;
+        let purchase = publish_seat_map(&tx, id, showtime, refunded_event, now).await?;
         tx.commit().await?;
         Ok((true, purchase))
     }

@@ -14,8 +14,8 @@ use zocalo_payments::ChargeLedger;
 use zocalo_store::{SqlitePool, StoreError};
 
 use super::{
-    CinemaStore, Held, Kind, Record, Refusal, Saved, SeatPlanner, Venue, completed_event,
-    in_seat_order, refunded_event, total,
+    CinemaStore, Held, Kind, Record, Refusal, Saved, SeatMapEvent, SeatPlanner, Venue,
+    completed_event, in_seat_order, refunded_event, total,
 };
 use crate::domain::{
     NewPurchase, Purchase, PurchaseStatus, SeatLabel, TicketPrice, verification_code,
@@ -337,12 +337,27 @@ fn transition(
     )? > 0)
 }
 
-fn set_seat_map_version(tx: &Transaction<'_>, id: Uuid, version: i64) -> Result<(), StoreError> {
+/// After a purchase changed its seats: the showtime's next seat map version
+/// on the purchase, and its event in the log.
+fn publish_seat_map(
+    tx: &Transaction<'_>,
+    id: Uuid,
+    event: SeatMapEvent,
+    now: DateTime<Utc>,
+) -> Result<Purchase, StoreError> {
+    let showtime: Uuid = tx.query_row(
+        "SELECT showtime_id FROM purchases WHERE id = ?1",
+        [id],
+        |row| row.get(0),
+    )?;
+    let seat_map = next_seat_map(tx, showtime)?;
     tx.execute(
         "UPDATE purchases SET seat_map_version = ?2 WHERE id = ?1",
-        params![id, version],
+        params![id, seat_map.version],
     )?;
-    Ok(())
+    let purchase = loaded(tx, id)?;
+    append(tx, vec![event(&purchase, seat_map, now)])?;
+    Ok(purchase)
 }
 
 #[async_trait]
@@ -427,15 +442,7 @@ impl CinemaStore for SqliteStore {
                     [id],
                 )?;
                 issue_tickets(&tx, id)?;
-                let showtime: Uuid = tx.query_row(
-                    "SELECT showtime_id FROM purchases WHERE id = ?1",
-                    [id],
-                    |row| row.get(0),
-                )?;
-                let seat_map = next_seat_map(&tx, showtime)?;
-                set_seat_map_version(&tx, id, seat_map.version)?;
-                let purchase = loaded(&tx, id)?;
-                append(&tx, vec![completed_event(&purchase, seat_map, now)])?;
+                let purchase = publish_seat_map(&tx, id, completed_event, now)?;
                 tx.commit()?;
                 Ok((true, purchase))
             })
@@ -465,15 +472,7 @@ impl CinemaStore for SqliteStore {
                     return Ok((false, loaded(&tx, id)?));
                 }
                 tx.execute("DELETE FROM seats WHERE purchase_id = ?1", [id])?;
-                let showtime: Uuid = tx.query_row(
-                    "SELECT showtime_id FROM purchases WHERE id = ?1",
-                    [id],
-                    |row| row.get(0),
-                )?;
-                let seat_map = next_seat_map(&tx, showtime)?;
-                set_seat_map_version(&tx, id, seat_map.version)?;
-                let purchase = loaded(&tx, id)?;
-                append(&tx, vec![refunded_event(&purchase, seat_map, now)])?;
+                let purchase = publish_seat_map(&tx, id, refunded_event, now)?;
                 tx.commit()?;
                 Ok((true, purchase))
             })

@@ -297,19 +297,7 @@ async fn a_quantity_gets_the_best_free_seats_or_a_clear_409(backend: Backend) {
         .map(|s| s.as_str().unwrap())
         .collect();
     assert_eq!(seats, ["B2", "B3"], "the middle of the sweet row");
-    let too_many = app
-        .buy(
-            &token,
-            "q2",
-            venue.showtime,
-            &json!({"quantity": 10, "card": CARD}),
-        )
-        .await;
-    let problem = expect_problem(too_many, 409).await;
-    assert!(
-        problem["detail"].as_str().unwrap().contains("only 9 free"),
-        "{problem}"
-    );
+    expect_only_free(&app, &token, venue.showtime, 10, 9).await;
     let rest = app
         .buy(
             &token,
@@ -333,19 +321,24 @@ async fn a_quantity_gets_the_best_free_seats_or_a_clear_409(backend: Backend) {
         .map(|t| t["code"].as_str().unwrap())
         .collect();
     assert_eq!(codes.len(), 9, "every ticket has its own code");
-    let none_left = app
-        .buy(
-            &token,
-            "q4",
-            venue.showtime,
-            &json!({"quantity": 1, "card": CARD}),
-        )
+    expect_only_free(&app, &token, venue.showtime, 1, 0).await;
+}
+
+/// Asking for `quantity` seats is a 409 saying how many are free.
+async fn expect_only_free(
+    app: &TestApp,
+    token: &str,
+    showtime: Uuid,
+    quantity: usize,
+    free: usize,
+) {
+    let body = json!({"quantity": quantity, "card": CARD});
+    let response = app
+        .buy(token, &Uuid::now_v7().to_string(), showtime, &body)
         .await;
-    let problem = expect_problem(none_left, 409).await;
-    assert!(
-        problem["detail"].as_str().unwrap().contains("only 0 free"),
-        "{problem}"
-    );
+    let problem = expect_problem(response, 409).await;
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.contains(&format!("only {free} free")), "{problem}");
 }
 
 async fn unknown_and_disabled_seats_are_422(backend: Backend) {
