@@ -126,9 +126,13 @@ pub enum Saved {
 pub enum Refusal {
     NoShowtime,
     NotScheduled,
+    /// Sales close when the showtime starts.
+    Started,
     Unsellable(Vec<(String, Unsellable)>),
     Taken(Vec<String>),
-    NotEnough { free: usize },
+    NotEnough {
+        free: usize,
+    },
 }
 
 /// What `hold` did.
@@ -209,6 +213,17 @@ pub(crate) struct Venue {
 }
 
 impl Venue {
+    /// Why this showtime sells nothing at `now`, if it does not.
+    pub fn closed(&self, now: DateTime<Utc>) -> Option<Refusal> {
+        if self.showtime.status != SCHEDULED {
+            Some(Refusal::NotScheduled)
+        } else if self.showtime.starts_at <= now {
+            Some(Refusal::Started)
+        } else {
+            None
+        }
+    }
+
     pub fn parse(showtime: Value, room: Value) -> Result<Self, StoreError> {
         let showtime: ShowtimeSaved = from_doc(showtime)?;
         let room: Room = from_doc(room)?;

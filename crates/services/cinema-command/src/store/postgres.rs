@@ -281,8 +281,8 @@ async fn hold_in(tx: &Transaction<'_>, purchase: &NewPurchase) -> Result<Held, S
     let Some(venue) = venue(tx, purchase.showtime_id).await? else {
         return Ok(Held::Refused(Refusal::NoShowtime));
     };
-    if venue.showtime.status != zocalo_contracts::cinema::SCHEDULED {
-        return Ok(Held::Refused(Refusal::NotScheduled));
+    if let Some(refusal) = venue.closed(purchase.created_at) {
+        return Ok(Held::Refused(refusal));
     }
     // First, so that a concurrent request with the same key stops here on
     // the unique constraint before it holds any seat.

@@ -247,8 +247,8 @@ fn hold_in(tx: &Transaction<'_>, purchase: &NewPurchase) -> Result<Held, StoreEr
     let Some(venue) = venue(tx, purchase.showtime_id)? else {
         return Ok(Held::Refused(Refusal::NoShowtime));
     };
-    if venue.showtime.status != zocalo_contracts::cinema::SCHEDULED {
-        return Ok(Held::Refused(Refusal::NotScheduled));
+    if let Some(refusal) = venue.closed(purchase.created_at) {
+        return Ok(Held::Refused(refusal));
     }
     tx.execute(
         &format!("INSERT INTO purchases ({PURCHASE_COLUMNS}, idempotency_key) VALUES (?1, ?2, ?3, 'held', 0, ?4, ?5, NULL, ?6, ?7, ?7, ?8, ?9, ?10)"),

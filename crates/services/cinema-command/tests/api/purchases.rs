@@ -7,7 +7,8 @@ use futures_util::future::join_all;
 use rand::seq::SliceRandom;
 use serde_json::{Value, json};
 use uuid::Uuid;
-use zocalo_cinema_command::store::Held;
+use zocalo_cinema_command::store::{Held, Kind, Record, Saved};
+use zocalo_contracts::cinema::ShowtimeSaved;
 use zocalo_testkit::{Backend, backend_tests, expect_problem};
 
 use crate::helpers::{CARD, DECLINING_CARD, TestApp, id, spawn};
@@ -21,6 +22,7 @@ backend_tests!(
     a_quantity_gets_the_best_free_seats_or_a_clear_409,
     unknown_and_disabled_seats_are_422,
     a_refund_frees_the_seats_for_the_owner_or_manager_only,
+    sales_close_when_the_showtime_starts,
 );
 
 const BUYERS: usize = 100;
@@ -442,5 +444,52 @@ async fn a_refund_frees_the_seats_for_the_owner_or_manager_only(backend: Backend
         refund(&app, &venue.manager, second).await.status(),
         200,
         "the cinema's manager may refund"
+    );
+}
+
+async fn sales_close_when_the_showtime_starts(backend: Backend) {
+    let app = spawn(backend).await;
+    let venue = app.venue(3, 4, json!({})).await;
+    // Scheduling into the past is refused; a showtime that has started
+    // (written as time would leave it) sells nothing.
+    let past = app
+        .showtime(
+            &venue.manager,
+            venue.room,
+            venue.movie,
+            "2020-01-01T18:00:00Z",
+        )
+        .await;
+    expect_problem(past, 422).await;
+    let mut started: ShowtimeSaved = serde_json::from_value(
+        app.store
+            .load(Kind::Showtime, venue.showtime)
+            .await
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    started.starts_at = chrono::Utc::now() - chrono::Duration::minutes(5);
+    started.ends_at = started.starts_at + chrono::Duration::minutes(135);
+    started.version += 1;
+    let saved = app
+        .store
+        .save(Record::showtime(&started), vec![])
+        .await
+        .unwrap();
+    assert_eq!(saved, Saved::Saved);
+    let (_, token) = app.customer();
+    let late = app
+        .buy(
+            &token,
+            "late",
+            venue.showtime,
+            &json!({"seats": ["A2"], "card": CARD}),
+        )
+        .await;
+    let problem = expect_problem(late, 409).await;
+    assert!(
+        problem["detail"].as_str().unwrap().contains("started"),
+        "{problem}"
     );
 }
