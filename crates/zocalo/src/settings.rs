@@ -28,6 +28,7 @@ pub struct Settings {
     pub reviews: zocalo_reviews::Settings,
     pub catalog: zocalo_catalog::Settings,
     pub orders: zocalo_orders::Settings,
+    pub web: zocalo_web::Settings,
     /// How `zocalo serve` announces itself (`kind = "nats"`) and how
     /// instances are found.
     pub discovery: zocalo_discovery::DiscoverySettings,
@@ -54,6 +55,7 @@ impl Default for Settings {
             reviews: zocalo_reviews::Settings::default(),
             catalog: zocalo_catalog::Settings::default(),
             orders: zocalo_orders::Settings::default(),
+            web: zocalo_web::Settings::default(),
             discovery: zocalo_discovery::DiscoverySettings::default(),
             live: ProcessLive::default(),
             live_config_file: None,

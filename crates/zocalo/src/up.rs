@@ -76,11 +76,20 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
         Ok(())
     });
 
+    // The pages call the APIs through the gateway, like any browser would.
+    settings.web.gateway_url = local(gateway_port);
+    let web = zocalo_web::Application::build(settings.web.clone())
+        .await
+        .context("starting web")?;
+    let web_url = local(web.port());
+    servers.spawn(web.run_until_stopped(shutdown.clone()));
+
     for (service, url) in [
         ("auth", &auth_url),
         ("reviews", &reviews_url),
         ("catalog", &catalog_url),
         ("orders", &orders_url),
+        ("web", &web_url),
     ] {
         settings
             .gateway
@@ -134,6 +143,12 @@ pub async fn serve(service: Service, mut settings: Settings) -> anyhow::Result<(
         }
         Service::Orders => {
             let app = zocalo_orders::Application::build(settings.orders.clone()).await?;
+            let port = app.port();
+            servers.spawn(app.run_until_stopped(shutdown.clone()));
+            port
+        }
+        Service::Web => {
+            let app = zocalo_web::Application::build(settings.web.clone()).await?;
             let port = app.port();
             servers.spawn(app.run_until_stopped(shutdown.clone()));
             port
@@ -369,6 +384,9 @@ pub async fn migrate(service: Option<Service>, settings: Settings) -> anyhow::Re
     }
     if service == Some(Service::Gateway) {
         println!("gateway: has no database");
+    }
+    if service == Some(Service::Web) {
+        println!("web: has no database");
     }
     Ok(())
 }

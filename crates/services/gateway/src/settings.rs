@@ -196,6 +196,8 @@ fn default_routes() -> Vec<RouteSettings> {
         ("/api/books", "catalog"),
         ("/api/orders", "orders"),
         ("/api/sales", "orders"),
+        // The web pages catch every path no API claims (longest prefix wins).
+        ("/", "web"),
     ]
     .into_iter()
     .map(|(prefix, service)| RouteSettings::new(prefix, service))
