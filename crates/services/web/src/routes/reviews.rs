@@ -107,9 +107,11 @@ async fn show(
     Extension(visitor): Extension<Visitor>,
     Path(id): Path<Uuid>,
 ) -> Result<Response, WebError> {
+    // Signed in, the read carries the token: shared caches skip it, so an
+    // editor sees their own change at once.
     let review: Review = state
         .gateway
-        .get(&format!("/api/content/{id}"), None)
+        .get(&format!("/api/content/{id}"), visitor.token())
         .await?;
     let can_edit = visitor.user.as_ref().is_some_and(|u| {
         u.has_role("admin") || (u.has_role("editor") && u.id == review.editor_id.to_string())
@@ -494,10 +496,10 @@ async fn edit_review(
     Extension(visitor): Extension<Visitor>,
     Path(id): Path<Uuid>,
 ) -> Result<Response, WebError> {
-    require_editor(&visitor, &format!("/reviews/{id}/edit"))?;
+    let token = require_editor(&visitor, &format!("/reviews/{id}/edit"))?;
     let review: Review = state
         .gateway
-        .get(&format!("/api/content/{id}"), None)
+        .get(&format!("/api/content/{id}"), Some(token))
         .await?;
     let form = ReviewForm {
         title: review.title,
