@@ -147,12 +147,16 @@ impl Browser {
         if let Ok(binary) = std::env::var("ZOCALO_TEST_CHROMIUM") {
             args.push(format!("--binary={binary}"));
         }
-        let mut options = json!({ "args": args });
-        if viewport.mobile {
-            options["mobileEmulation"] = json!({
-                "deviceMetrics": {"width": viewport.width, "height": viewport.height, "pixelRatio": 2.0, "touch": true}
-            });
-        }
+        // The device metrics make the viewport exactly the size asked for
+        // (a window size would include the browser's own frame).
+        let (ratio, mobile) = if viewport.mobile { (2.0, true) } else { (1.0, false) };
+        let options = json!({
+            "args": args,
+            "mobileEmulation": {"deviceMetrics": {
+                "width": viewport.width, "height": viewport.height,
+                "pixelRatio": ratio, "touch": mobile, "mobile": mobile
+            }}
+        });
         let mut capabilities = fantoccini::wd::Capabilities::new();
         capabilities.insert("browserName".into(), json!("chrome"));
         capabilities.insert("goog:chromeOptions".into(), options);
