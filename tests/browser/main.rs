@@ -149,7 +149,11 @@ impl Browser {
         }
         // The device metrics make the viewport exactly the size asked for
         // (a window size would include the browser's own frame).
-        let (ratio, mobile) = if viewport.mobile { (2.0, true) } else { (1.0, false) };
+        let (ratio, mobile) = if viewport.mobile {
+            (2.0, true)
+        } else {
+            (1.0, false)
+        };
         let options = json!({
             "args": args,
             "mobileEmulation": {"deviceMetrics": {

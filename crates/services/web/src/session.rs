@@ -177,8 +177,11 @@ pub fn cleared_cookies(secure: bool) -> Vec<HeaderValue> {
 /// Exchanges refresh tokens, once per token (see [`REFRESH_MEMORY`]).
 #[derive(Default)]
 pub struct Refresher {
-    recent: Mutex<HashMap<[u8; 32], (Instant, Arc<OnceCell<Option<Tokens>>>)>>,
+    recent: Mutex<HashMap<[u8; 32], (Instant, Shared)>>,
 }
+
+/// The answer to one refresh token, computed once, awaited by all.
+type Shared = Arc<OnceCell<Option<Tokens>>>;
 
 impl Refresher {
     pub async fn refresh(

@@ -204,14 +204,13 @@ async fn signout(
     headers: HeaderMap,
     CsrfForm(_): CsrfForm<Empty>,
 ) -> Result<Response, WebError> {
-    if let Some(refresh) = Jar::from_headers(&headers).get(session::REFRESH_COOKIE) {
-        if let Err(error) = state
+    if let Some(refresh) = Jar::from_headers(&headers).get(session::REFRESH_COOKIE)
+        && let Err(error) = state
             .gateway
             .post_form("/auth/revoke", &[("token", refresh)])
             .await
-        {
-            tracing::warn!(?error, "could not revoke a refresh token at sign-out");
-        }
+    {
+        tracing::warn!(?error, "could not revoke a refresh token at sign-out");
     }
     let mut response = Redirect::to("/").into_response();
     for cookie in session::cleared_cookies(state.secure_cookies) {
