@@ -50,14 +50,16 @@ struct Next {
     next: Option<String>,
 }
 
+/// The sign-up and sign-in forms (sign-in has no name).
 #[derive(Debug, Default, Deserialize)]
-struct SignupForm {
+struct AccountForm {
     #[serde(default)]
     name: String,
     #[serde(default)]
     email: String,
     #[serde(default)]
     password: String,
+    /// Where to go once signed in.
     next: Option<String>,
 }
 
@@ -65,22 +67,69 @@ struct SignupForm {
 #[template(path = "signup.html")]
 struct Signup {
     chrome: Chrome,
-    form: SignupForm,
+    form: AccountForm,
     errors: FormErrors,
+}
+
+#[derive(Template)]
+#[template(path = "signin.html")]
+struct Signin {
+    chrome: Chrome,
+    form: AccountForm,
+    errors: FormErrors,
+}
+
+/// A form shown again never shows the password back.
+fn without_password(form: AccountForm) -> AccountForm {
+    AccountForm {
+        password: String::new(),
+        ..form
+    }
+}
+
+fn signup_view(
+    visitor: &Visitor,
+    form: AccountForm,
+    errors: FormErrors,
+) -> Result<Response, WebError> {
+    render(Signup {
+        chrome: Chrome::new(visitor, "Create an account", "account"),
+        form: without_password(form),
+        errors,
+    })
+}
+
+fn signin_view(
+    visitor: &Visitor,
+    form: AccountForm,
+    errors: FormErrors,
+) -> Result<Response, WebError> {
+    render(Signin {
+        chrome: Chrome::new(visitor, "Sign in", "account"),
+        form: without_password(form),
+        errors,
+    })
+}
+
+fn arriving(next: Next) -> AccountForm {
+    AccountForm {
+        next: next.next,
+        ..AccountForm::default()
+    }
 }
 
 async fn signup_page(
     Extension(visitor): Extension<Visitor>,
     Query(next): Query<Next>,
 ) -> Result<Response, WebError> {
-    render(Signup {
-        chrome: Chrome::new(&visitor, "Create an account", "account"),
-        form: SignupForm {
-            next: next.next,
-            ..SignupForm::default()
-        },
-        errors: FormErrors::none(),
-    })
+    signup_view(&visitor, arriving(next), FormErrors::none())
+}
+
+async fn signin_page(
+    Extension(visitor): Extension<Visitor>,
+    Query(next): Query<Next>,
+) -> Result<Response, WebError> {
+    signin_view(&visitor, arriving(next), FormErrors::none())
 }
 
 /// Create the account, then sign in with it straight away.
@@ -88,7 +137,7 @@ async fn signup(
     State(state): State<AppState>,
     Extension(visitor): Extension<Visitor>,
     headers: HeaderMap,
-    CsrfForm(form): CsrfForm<SignupForm>,
+    CsrfForm(form): CsrfForm<AccountForm>,
 ) -> Result<Response, WebError> {
     let body =
         serde_json::json!({"name": form.name, "email": form.email, "password": form.password});
@@ -97,49 +146,10 @@ async fn signup(
         .send(Method::POST, "/auth/register", None, &body, None)
         .await;
     if let Err(error) = created {
-        let errors = FormErrors::from_api(error, &[])?;
-        return render(Signup {
-            chrome: Chrome::new(&visitor, "Create an account", "account"),
-            form: SignupForm {
-                password: String::new(),
-                ..form
-            },
-            errors,
-        });
+        return signup_view(&visitor, form, FormErrors::from_api(error, &[])?);
     }
     let tokens = password_grant(&state, &headers, &form.email, &form.password).await?;
     Ok(signed_in(&state, &tokens, form.next.as_deref()))
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct SigninForm {
-    #[serde(default)]
-    email: String,
-    #[serde(default)]
-    password: String,
-    next: Option<String>,
-}
-
-#[derive(Template)]
-#[template(path = "signin.html")]
-struct Signin {
-    chrome: Chrome,
-    form: SigninForm,
-    errors: FormErrors,
-}
-
-async fn signin_page(
-    Extension(visitor): Extension<Visitor>,
-    Query(next): Query<Next>,
-) -> Result<Response, WebError> {
-    render(Signin {
-        chrome: Chrome::new(&visitor, "Sign in", "account"),
-        form: SigninForm {
-            next: next.next,
-            ..SigninForm::default()
-        },
-        errors: FormErrors::none(),
-    })
 }
 
 async fn password_grant(
@@ -170,7 +180,7 @@ async fn signin(
     State(state): State<AppState>,
     Extension(visitor): Extension<Visitor>,
     headers: HeaderMap,
-    CsrfForm(form): CsrfForm<SigninForm>,
+    CsrfForm(form): CsrfForm<AccountForm>,
 ) -> Result<Response, WebError> {
     match password_grant(&state, &headers, &form.email, &form.password).await {
         Ok(tokens) => Ok(signed_in(&state, &tokens, form.next.as_deref())),
@@ -182,14 +192,7 @@ async fn signin(
             };
             let mut errors = FormErrors::none();
             errors.general = Some(message.into());
-            render(Signin {
-                chrome: Chrome::new(&visitor, "Sign in", "account"),
-                form: SigninForm {
-                    password: String::new(),
-                    ..form
-                },
-                errors,
-            })
+            signin_view(&visitor, form, errors)
         }
     }
 }

@@ -140,28 +140,38 @@ struct EquipmentParams {
     error: Option<String>,
 }
 
+/// Cameras or lenses: the two kinds of reviewed equipment share their
+/// pages.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Cameras,
+    Lenses,
+}
+
+impl Kind {
+    /// The path segment, both in the API and in the pages.
+    fn plural(self) -> &'static str {
+        match self {
+            Kind::Cameras => "cameras",
+            Kind::Lenses => "lenses",
+        }
+    }
+
+    /// The filter of `/api/content` that selects this kind's reviews.
+    fn review_filter(self) -> &'static str {
+        match self {
+            Kind::Cameras => "camera_id",
+            Kind::Lenses => "lens_id",
+        }
+    }
+}
+
 async fn cameras(
     State(state): State<AppState>,
     Extension(visitor): Extension<Visitor>,
     Query(params): Query<EquipmentParams>,
 ) -> Result<Response, WebError> {
-    let query = [
-        ("limit", "50".into()),
-        ("cursor", params.cursor.unwrap_or_default()),
-    ];
-    let page: Page<Camera> = state
-        .gateway
-        .get_query("/api/cameras", &query, None)
-        .await?;
-    let next = page.next();
-    render(Equipment {
-        chrome: Chrome::new(&visitor, "Cameras", "reviews"),
-        cameras: page.items,
-        lenses: Vec::new(),
-        next,
-        kind: "cameras",
-        error: params.error,
-    })
+    equipment_list(&state, &visitor, params, Kind::Cameras).await
 }
 
 async fn lenses(
@@ -169,18 +179,42 @@ async fn lenses(
     Extension(visitor): Extension<Visitor>,
     Query(params): Query<EquipmentParams>,
 ) -> Result<Response, WebError> {
+    equipment_list(&state, &visitor, params, Kind::Lenses).await
+}
+
+async fn equipment_list(
+    state: &AppState,
+    visitor: &Visitor,
+    params: EquipmentParams,
+    kind: Kind,
+) -> Result<Response, WebError> {
     let query = [
         ("limit", "50".into()),
         ("cursor", params.cursor.unwrap_or_default()),
     ];
-    let page: Page<Lens> = state.gateway.get_query("/api/lenses", &query, None).await?;
-    let next = page.next();
+    let path = format!("/api/{}", kind.plural());
+    let (cameras, lenses, next) = match kind {
+        Kind::Cameras => {
+            let page: Page<Camera> = state.gateway.get_query(&path, &query, None).await?;
+            let next = page.next();
+            (page.items, Vec::new(), next)
+        }
+        Kind::Lenses => {
+            let page: Page<Lens> = state.gateway.get_query(&path, &query, None).await?;
+            let next = page.next();
+            (Vec::new(), page.items, next)
+        }
+    };
+    let title = match kind {
+        Kind::Cameras => "Cameras",
+        Kind::Lenses => "Lenses",
+    };
     render(Equipment {
-        chrome: Chrome::new(&visitor, "Lenses", "reviews"),
-        cameras: Vec::new(),
-        lenses: page.items,
+        chrome: Chrome::new(visitor, title, "reviews"),
+        cameras,
+        lenses,
         next,
-        kind: "lenses",
+        kind: kind.plural(),
         error: params.error,
     })
 }
@@ -194,35 +228,12 @@ struct Item {
     reviews: Vec<Review>,
 }
 
-async fn reviews_of(state: &AppState, filter: &str, id: Uuid) -> Result<Vec<Review>, ApiError> {
-    let query = [(filter, id.to_string()), ("limit", "20".into())];
-    let page: Page<Review> = state
-        .gateway
-        .get_query("/api/content", &query, None)
-        .await?;
-    Ok(page.items)
-}
-
 async fn camera(
     State(state): State<AppState>,
     Extension(visitor): Extension<Visitor>,
     Path(id): Path<Uuid>,
 ) -> Result<Response, WebError> {
-    let camera: Camera = state
-        .gateway
-        .get(&format!("/api/cameras/{id}"), None)
-        .await?;
-    let reviews = reviews_of(&state, "camera_id", id).await?;
-    render(Item {
-        chrome: Chrome::new(
-            &visitor,
-            format!("{} {}", camera.brand, camera.model),
-            "reviews",
-        ),
-        camera: Some(camera),
-        lens: None,
-        reviews,
-    })
+    item(&state, &visitor, Kind::Cameras, id).await
 }
 
 async fn lens(
@@ -230,20 +241,44 @@ async fn lens(
     Extension(visitor): Extension<Visitor>,
     Path(id): Path<Uuid>,
 ) -> Result<Response, WebError> {
-    let lens: Lens = state
+    item(&state, &visitor, Kind::Lenses, id).await
+}
+
+/// A camera or lens page: its specs and its reviews.
+async fn item(
+    state: &AppState,
+    visitor: &Visitor,
+    kind: Kind,
+    id: Uuid,
+) -> Result<Response, WebError> {
+    let path = format!("/api/{}/{id}", kind.plural());
+    let (name, camera, lens) = match kind {
+        Kind::Cameras => {
+            let camera: Camera = state.gateway.get(&path, None).await?;
+            (
+                format!("{} {}", camera.brand, camera.model),
+                Some(camera),
+                None,
+            )
+        }
+        Kind::Lenses => {
+            let lens: Lens = state.gateway.get(&path, None).await?;
+            (format!("{} {}", lens.brand, lens.model), None, Some(lens))
+        }
+    };
+    let query = [
+        (kind.review_filter(), id.to_string()),
+        ("limit", "20".into()),
+    ];
+    let reviews: Page<Review> = state
         .gateway
-        .get(&format!("/api/lenses/{id}"), None)
+        .get_query("/api/content", &query, None)
         .await?;
-    let reviews = reviews_of(&state, "lens_id", id).await?;
     render(Item {
-        chrome: Chrome::new(
-            &visitor,
-            format!("{} {}", lens.brand, lens.model),
-            "reviews",
-        ),
-        camera: None,
-        lens: Some(lens),
-        reviews,
+        chrome: Chrome::new(visitor, name, "reviews"),
+        camera,
+        lens,
+        reviews: reviews.items,
     })
 }
 
