@@ -4,7 +4,8 @@
 //! role; the editor previews and publishes a review; readers browse,
 //! search and read) and the book store flow (a seller lists a book, a buyer
 //! buys it through cart and checkout and watches the live status reach
-//! "Delivered", the seller sees the sale). Every page visited is
+//! "Delivered", the seller sees the sale), plus comparison, a forbidden
+//! and a missing page. Every page visited is
 //! screenshotted under `<target>/screenshots/` and checked with axe-core:
 //! any `serious` or `critical` violation fails the test.
 //!
@@ -178,12 +179,23 @@ impl Browser {
             ))
             .await
             .unwrap();
+        let shots = screenshot_dir();
+        // Only this run's pages: an earlier run may have visited others.
+        for old in std::fs::read_dir(&shots).unwrap().flatten() {
+            if old
+                .file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{}-", viewport.name))
+            {
+                let _ = std::fs::remove_file(old.path());
+            }
+        }
         Self {
             client,
             base: base.to_owned(),
             viewport,
             axe,
-            shots: screenshot_dir(),
+            shots,
             pages: 0,
         }
     }
@@ -334,6 +346,7 @@ async fn whole_flow(viewport: &'static Viewport) {
     let stack = Stack::start();
     let admin_token = stack.api_token(ADMIN_EMAIL, ADMIN_PASSWORD).await;
     stack.camera(&admin_token, "Fujifilm", "X-T5").await;
+    stack.camera(&admin_token, "Sony", "A7 IV").await;
     let driver = Driver::start(&driver_binary);
     let mut b = Browser::open(&driver, &stack.base, viewport, axe).await;
     let v = viewport.name;
@@ -420,6 +433,12 @@ async fn whole_flow(viewport: &'static Viewport) {
     b.goto("/cameras").await;
     b.heading("Cameras").await;
     b.check("cameras").await;
+    b.click("input[aria-label='Compare Fujifilm X-T5']").await;
+    b.click("input[aria-label='Compare Sony A7 IV']").await;
+    b.click("main form button[type=submit]").await;
+    b.heading("Side by side").await;
+    b.check("compare").await;
+    b.goto("/cameras").await;
     b.link("Fujifilm X-T5").await;
     b.heading("Fujifilm X-T5").await;
     b.check("camera").await;
@@ -439,8 +458,11 @@ async fn whole_flow(viewport: &'static Viewport) {
     b.check("book-own").await;
     b.sign_out().await;
 
-    // Another person buys it.
+    // Another person buys it; not being an editor, they may not write.
     b.sign_up(&buyer, &buyer_email).await;
+    b.goto("/reviews/new").await;
+    b.heading("You may not do that").await;
+    b.check("forbidden").await;
     b.goto("/books").await;
     b.heading("Books").await;
     b.check("catalog").await;
