@@ -148,6 +148,12 @@ pub async fn serve(service: Service, mut settings: Settings) -> anyhow::Result<(
             port
         }
         Service::Web => {
+            if settings.web.csrf_secret.expose().is_empty() {
+                tracing::warn!(
+                    "web.csrf_secret is unset: this instance signs forms with a secret of its own, \
+                     which other web instances refuse"
+                );
+            }
             let app = zocalo_web::Application::build(settings.web.clone()).await?;
             let port = app.port();
             servers.spawn(app.run_until_stopped(shutdown.clone()));
