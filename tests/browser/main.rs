@@ -497,6 +497,15 @@ async fn whole_flow(viewport: &'static Viewport) {
         .await
         .expect("the live status reaches delivered");
     assert_eq!(b.text("#order-status").await, "Delivered");
+    let cancel = b
+        .client
+        .find(Locator::Css("[data-cancel-form]"))
+        .await
+        .unwrap();
+    assert!(
+        !cancel.is_displayed().await.unwrap(),
+        "no cancelling a delivered order"
+    );
     b.check("order-delivered").await;
     b.goto("/orders").await;
     b.heading("Your orders").await;

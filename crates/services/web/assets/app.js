@@ -1,9 +1,17 @@
 // Progressive enhancement only: every page works without this file.
 // - Live status: an element with data-live-status="<url>" is refreshed from
-//   that JSON endpoint until the status is final (orders on their way).
+//   that JSON endpoint until the status is final (orders on their way); the
+//   cancel form goes away once the parcel has left.
 "use strict";
 (function () {
   document.documentElement.classList.add("js");
+
+  var CANCELLABLE = ["pending", "reserved", "paid"];
+
+  function hideCancelUnless(status) {
+    var form = document.querySelector("[data-cancel-form]");
+    if (form && CANCELLABLE.indexOf(status) < 0) { form.hidden = true; }
+  }
 
   function follow(element) {
     var url = element.getAttribute("data-live-status");
@@ -17,6 +25,7 @@
         .then(function (state) {
           if (element.textContent !== state.label) { element.textContent = state.label; }
           element.setAttribute("data-status", state.status);
+          hideCancelUnless(state.status);
           if (state.final) {
             element.removeAttribute("data-live-status");
             return;
