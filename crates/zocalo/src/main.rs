@@ -65,6 +65,7 @@ pub enum Service {
     Catalog,
     Orders,
     CinemaCommand,
+    Web,
 }
 
 impl Service {
@@ -77,6 +78,7 @@ impl Service {
             Self::Catalog => "catalog",
             Self::Orders => "orders",
             Self::CinemaCommand => "cinema-command",
+            Self::Web => "web",
         }
     }
 }

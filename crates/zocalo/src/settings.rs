@@ -29,6 +29,7 @@ pub struct Settings {
     pub catalog: zocalo_catalog::Settings,
     pub orders: zocalo_orders::Settings,
     pub cinema_command: zocalo_cinema_command::Settings,
+    pub web: zocalo_web::Settings,
     /// How `zocalo serve` announces itself (`kind = "nats"`) and how
     /// instances are found.
     pub discovery: zocalo_discovery::DiscoverySettings,
@@ -56,6 +57,7 @@ impl Default for Settings {
             catalog: zocalo_catalog::Settings::default(),
             orders: zocalo_orders::Settings::default(),
             cinema_command: zocalo_cinema_command::Settings::default(),
+            web: zocalo_web::Settings::default(),
             discovery: zocalo_discovery::DiscoverySettings::default(),
             live: ProcessLive::default(),
             live_config_file: None,

@@ -83,12 +83,21 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     let cinema_command_url = local(cinema_command.port());
     servers.spawn(cinema_command.run_until_stopped(shutdown.clone()));
 
+    // The pages call the APIs through the gateway, like any browser would.
+    settings.web.gateway_url = local(gateway_port);
+    let web = zocalo_web::Application::build(settings.web.clone())
+        .await
+        .context("starting web")?;
+    let web_url = local(web.port());
+    servers.spawn(web.run_until_stopped(shutdown.clone()));
+
     for (service, url) in [
         ("auth", &auth_url),
         ("reviews", &reviews_url),
         ("catalog", &catalog_url),
         ("orders", &orders_url),
         ("cinema-command", &cinema_command_url),
+        ("web", &web_url),
     ] {
         settings
             .gateway
@@ -149,6 +158,18 @@ pub async fn serve(service: Service, mut settings: Settings) -> anyhow::Result<(
         Service::CinemaCommand => {
             let app =
                 zocalo_cinema_command::Application::build(settings.cinema_command.clone()).await?;
+            let port = app.port();
+            servers.spawn(app.run_until_stopped(shutdown.clone()));
+            port
+        }
+        Service::Web => {
+            if settings.web.csrf_secret.expose().is_empty() {
+                tracing::warn!(
+                    "web.csrf_secret is unset: this instance signs forms with a secret of its own, \
+                     which other web instances refuse"
+                );
+            }
+            let app = zocalo_web::Application::build(settings.web.clone()).await?;
             let port = app.port();
             servers.spawn(app.run_until_stopped(shutdown.clone()));
             port
@@ -401,6 +422,9 @@ pub async fn migrate(service: Option<Service>, settings: Settings) -> anyhow::Re
     }
     if service == Some(Service::Gateway) {
         println!("gateway: has no database");
+    }
+    if service == Some(Service::Web) {
+        println!("web: has no database");
     }
     Ok(())
 }

@@ -360,6 +360,22 @@ mod tests {
     }
 
     #[test]
+    fn the_default_table_gives_apis_their_services_and_the_rest_to_web() {
+        let table = RouteTable::new(&Settings::default()).unwrap();
+        let service = |path: &str| {
+            table
+                .find(&Method::GET, path)
+                .map(|r| r.service.to_string())
+        };
+        assert_eq!(service("/api/books/1").as_deref(), Some("catalog"));
+        assert_eq!(service("/auth/token").as_deref(), Some("auth"));
+        assert_eq!(service("/api/content").as_deref(), Some("reviews"));
+        for page in ["/", "/books", "/reviews/1", "/assets/app.css", "/apix"] {
+            assert_eq!(service(page).as_deref(), Some("web"), "{page}");
+        }
+    }
+
+    #[test]
     fn bad_tables_are_refused() {
         let dup = vec![
             RouteSettings::new("/a", "x"),

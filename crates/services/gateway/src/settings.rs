@@ -208,6 +208,8 @@ fn default_routes() -> Vec<RouteSettings> {
         ("/api/books", "catalog"),
         ("/api/orders", "orders"),
         ("/api/sales", "orders"),
+        // The web pages catch every path no API claims (longest prefix wins).
+        ("/", "web"),
     ]
     .into_iter()
     .map(|(prefix, service)| RouteSettings::new(prefix, service))
@@ -452,7 +454,7 @@ timeout_ms = 5000
     fn partial_config_keeps_defaults() {
         let settings: Settings = serde_json::from_str(r#"{"hsts": true}"#).unwrap();
         assert!(settings.hsts);
-        assert_eq!(settings.routes.len(), 12);
+        assert_eq!(settings.routes.len(), 13);
         assert_eq!(settings.max_header_bytes, 16 * 1024);
     }
 

@@ -204,6 +204,8 @@ pub fn settings(upstream: &str) -> Settings {
         rate_limit: None,
         ..Settings::default()
     };
+    // Without the web pages' catch-all, so that unknown paths stay unknown.
+    settings.routes.retain(|route| route.prefix != "/");
     for route in &mut settings.routes {
         route.upstreams = vec![upstream.to_owned()];
     }

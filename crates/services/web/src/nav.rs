@@ -1,0 +1,26 @@
+//! The applications the site links to: the navigation bar and the home
+//! page are built from this list, so a new application (cinema, video
+//! tasks) appears everywhere by adding one entry and its routes module.
+
+pub struct App {
+    /// Marks the application's pages in the navigation (`Chrome::section`).
+    pub section: &'static str,
+    pub name: &'static str,
+    pub href: &'static str,
+    pub blurb: &'static str,
+}
+
+pub const APPS: &[App] = &[
+    App {
+        section: "reviews",
+        name: "Reviews",
+        href: "/reviews",
+        blurb: "Camera and lens reviews by our editors, with specs and side-by-side comparisons.",
+    },
+    App {
+        section: "books",
+        name: "Books",
+        href: "/books",
+        blurb: "A second-hand book store: find a book, buy it, or sell your own.",
+    },
+];
