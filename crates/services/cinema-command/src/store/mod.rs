@@ -9,6 +9,7 @@
 //! writer's transaction on SQLite), one purchase per idempotency key, one
 //! charge per purchase (the ledger's primary key), references exist.
 
+pub mod notify;
 mod postgres;
 mod sqlite;
 
@@ -145,7 +146,7 @@ pub enum Held {
 }
 
 #[async_trait]
-pub trait CinemaStore: ChargeLedger {
+pub trait CinemaStore: ChargeLedger + notify::NotifyStore {
     /// The document of an aggregate.
     async fn load(&self, kind: Kind, id: Uuid) -> Result<Option<Value>, StoreError>;
     /// Insert (version 1) or update (version n over n − 1) the aggregate and

@@ -23,6 +23,7 @@ use crate::domain::{
 mod migrations {
     refinery::embed_migrations!("migrations/postgres");
 }
+mod notify;
 
 pub struct PostgresStore {
     pools: PgPools,
@@ -527,6 +528,7 @@ impl CinemaStore for PostgresStore {
         set_seat_map_version(&tx, id, seat_map.version).await?;
         let purchase = loaded(&*tx, id).await?;
         append(&tx, vec![completed_event(&purchase, seat_map, now)]).await?;
+        outbox::insert_postgres(&tx, &crate::tickets::pdf_job(id)).await?;
         tx.commit().await?;
         Ok((true, purchase))
     }

@@ -24,6 +24,7 @@ use crate::domain::{
 mod migrations {
     refinery::embed_migrations!("migrations/sqlite");
 }
+mod notify;
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -458,6 +459,7 @@ impl CinemaStore for SqliteStore {
                 set_seat_map_version(&tx, id, seat_map.version)?;
                 let purchase = loaded(&tx, id)?;
                 append(&tx, vec![completed_event(&purchase, seat_map, now)])?;
+                outbox::insert_sqlite(&tx, &crate::tickets::pdf_job(id))?;
                 tx.commit()?;
                 Ok((true, purchase))
             })
