@@ -118,8 +118,8 @@ pub trait WebhookRegistry: Send + Sync + 'static {
     async fn record(&self, attempt: &Attempt) -> Result<(), RegistryError>;
 }
 
-/// Delivery settings; the defaults retry for about three quarters of an
-/// hour (5 s doubling, ten attempts).
+/// Delivery settings; by default ten attempts 5 s doubling apart, whose
+/// waits add up to 21–43 minutes (equal jitter).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WebhookSettings {
