@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 mod breaker_outage;
 mod bus_outage;
+mod cinema;
 mod discovery;
 mod distributed;
 mod otlp;
@@ -467,7 +468,11 @@ async fn a_process_killed_mid_payment_resumes_and_charges_once() {
     .await
     .unwrap();
     assert_eq!(
-        orders.charges(order.parse().unwrap()).await.unwrap(),
+        orders
+            .ledger()
+            .charges(order.parse().unwrap())
+            .await
+            .unwrap(),
         ["captured"]
     );
     assert!(second.stop().success());
@@ -503,6 +508,7 @@ fn migrate_applies_migrations_and_exits() {
     assert!(data.0.join("reviews.db").exists());
     assert!(data.0.join("catalog.db").exists());
     assert!(data.0.join("orders.db").exists());
+    assert!(data.0.join("cinema-command.db").exists());
 }
 
 /// GET `/api/books` through the gateway; anything but 200 or 429 fails.

@@ -28,6 +28,7 @@ pub struct Settings {
     pub reviews: zocalo_reviews::Settings,
     pub catalog: zocalo_catalog::Settings,
     pub orders: zocalo_orders::Settings,
+    pub cinema_command: zocalo_cinema_command::Settings,
     /// How `zocalo serve` announces itself (`kind = "nats"`) and how
     /// instances are found.
     pub discovery: zocalo_discovery::DiscoverySettings,
@@ -54,6 +55,7 @@ impl Default for Settings {
             reviews: zocalo_reviews::Settings::default(),
             catalog: zocalo_catalog::Settings::default(),
             orders: zocalo_orders::Settings::default(),
+            cinema_command: zocalo_cinema_command::Settings::default(),
             discovery: zocalo_discovery::DiscoverySettings::default(),
             live: ProcessLive::default(),
             live_config_file: None,
@@ -101,6 +103,16 @@ impl Settings {
         if self.orders.bus_url == orders_defaults.bus_url {
             self.orders.bus_url = sqlite("bus.db");
         }
+        let cinema_defaults = zocalo_cinema_command::Settings::default();
+        if self.cinema_command.database_url == cinema_defaults.database_url {
+            self.cinema_command.database_url = sqlite("cinema-command.db");
+        }
+        if self.cinema_command.bus_url == cinema_defaults.bus_url {
+            self.cinema_command.bus_url = sqlite("bus.db");
+        }
+        if self.cinema_command.objects.url == cinema_defaults.objects.url {
+            self.cinema_command.objects.url = self.data_dir.join("objects").display().to_string();
+        }
     }
 
     /// One issuer for every service: the public URL of the gateway.
@@ -114,11 +126,13 @@ impl Settings {
         self.reviews.issuer = public.clone();
         self.catalog.issuer = public.clone();
         self.orders.issuer = public.clone();
+        self.cinema_command.issuer = public.clone();
         self.gateway.issuer = public;
         let audience = self.auth.audience.clone();
         self.reviews.audience = audience.clone();
         self.catalog.audience = audience.clone();
         self.orders.audience = audience.clone();
+        self.cinema_command.audience = audience.clone();
         self.gateway.audience = audience;
     }
 

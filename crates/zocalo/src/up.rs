@@ -59,7 +59,7 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     let catalog_url = local(catalog.port());
     servers.spawn(catalog.run_until_stopped(shutdown.clone()));
 
-    settings.orders.jwks_url = jwks;
+    settings.orders.jwks_url = jwks.clone();
     settings.orders.catalog_url = catalog_url.clone();
     settings.orders.token_url = format!("{auth_url}/auth/token");
     let orders = zocalo_orders::Application::build(settings.orders.clone())
@@ -76,11 +76,19 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
         Ok(())
     });
 
+    settings.cinema_command.jwks_url = jwks;
+    let cinema_command = zocalo_cinema_command::Application::build(settings.cinema_command.clone())
+        .await
+        .context("starting cinema-command")?;
+    let cinema_command_url = local(cinema_command.port());
+    servers.spawn(cinema_command.run_until_stopped(shutdown.clone()));
+
     for (service, url) in [
         ("auth", &auth_url),
         ("reviews", &reviews_url),
         ("catalog", &catalog_url),
         ("orders", &orders_url),
+        ("cinema-command", &cinema_command_url),
     ] {
         settings
             .gateway
@@ -134,6 +142,13 @@ pub async fn serve(service: Service, mut settings: Settings) -> anyhow::Result<(
         }
         Service::Orders => {
             let app = zocalo_orders::Application::build(settings.orders.clone()).await?;
+            let port = app.port();
+            servers.spawn(app.run_until_stopped(shutdown.clone()));
+            port
+        }
+        Service::CinemaCommand => {
+            let app =
+                zocalo_cinema_command::Application::build(settings.cinema_command.clone()).await?;
             let port = app.port();
             servers.spawn(app.run_until_stopped(shutdown.clone()));
             port
@@ -299,6 +314,17 @@ pub async fn worker(service: Service, settings: Settings) -> anyhow::Result<()> 
                 Ok(())
             });
         }
+        // The outbox relay and the hold sweeper, which every serving
+        // instance also runs: safe side by side.
+        Service::CinemaCommand => {
+            let worker =
+                zocalo_cinema_command::Worker::build(settings.cinema_command.clone()).await?;
+            let stop = shutdown.clone();
+            servers.spawn(async move {
+                worker.run_until_stopped(stop).await;
+                Ok(())
+            });
+        }
         other => anyhow::bail!("{other:?} has no job consumers"),
     }
     let _live = crate::live::start(&settings, &shutdown)?;
@@ -366,6 +392,12 @@ pub async fn migrate(service: Option<Service>, settings: Settings) -> anyhow::Re
             .await
             .context("migrating orders")?;
         println!("orders: migrations applied");
+    }
+    if wants(Service::CinemaCommand) {
+        zocalo_cinema_command::store::open(&settings.cinema_command.database())
+            .await
+            .context("migrating cinema-command")?;
+        println!("cinema-command: migrations applied");
     }
     if service == Some(Service::Gateway) {
         println!("gateway: has no database");

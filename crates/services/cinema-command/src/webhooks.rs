@@ -82,7 +82,12 @@ async fn enqueue_deliveries(
         created_at: event.occurred_at,
         data: event.payload.clone(),
     };
-    for hook in hooks {
+    // A webhook hears what happens after it is registered, not events that
+    // were still on their way to this subscriber when it was.
+    for hook in hooks
+        .into_iter()
+        .filter(|h| h.created_at <= event.occurred_at)
+    {
         jobs.enqueue_with_id(
             delivery_id(event.id, hook.webhook_id),
             contract::WEBHOOK_QUEUE,
