@@ -19,6 +19,7 @@ backend_tests!(
     other_people_and_bad_names_get_404,
     a_buyer_without_an_email_claim_gets_no_email,
     refunded_tickets_are_void_and_missing_documents_say_retry,
+    a_document_is_recorded_and_announced_once_however_often_it_is_made,
 );
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -294,4 +295,34 @@ async fn refunded_tickets_are_void_and_missing_documents_say_retry(backend: Back
         problem["detail"].as_str().unwrap().contains("refunded"),
         "{problem}"
     );
+}
+
+async fn a_document_is_recorded_and_announced_once_however_often_it_is_made(backend: Backend) {
+    let app = spawn(backend).await;
+    let venue = app.venue(5, 10, json!({})).await;
+    let (_, token) = app.customer();
+    let purchase = bought(&app, &token, venue.showtime, &["E1"]).await;
+    let purchase_id = id(&purchase, "purchase_id");
+    let ready = zocalo_contracts::cinema::TicketsDocumentReady {
+        purchase_id,
+        customer_id: id(&purchase, "customer_id"),
+        object_key: format!("tickets/{purchase_id}.pdf"),
+    };
+    // The job and 20 concurrent repeats of its recording step.
+    let recorded = futures_util::future::join_all(
+        (0..20).map(|_| app.store.document_stored(&ready, chrono::Utc::now())),
+    )
+    .await;
+    pdf(
+        &app,
+        &token,
+        &format!("/api/cinema/purchases/{purchase_id}/tickets.pdf"),
+    )
+    .await;
+    let firsts = recorded
+        .into_iter()
+        .filter(|r| *r.as_ref().unwrap())
+        .count();
+    assert!(firsts <= 1, "{firsts} callers recorded the document");
+    assert_eq!(document_ready_events(&app, purchase_id).await, 1);
 }

@@ -24,6 +24,7 @@ backend_tests!(
     a_failing_receiver_is_retried_then_dead_lettered,
     only_the_cinemas_managers_see_its_webhooks,
     bad_webhook_requests_are_4xx,
+    concurrent_registrations_respect_the_limit_and_uniqueness,
 );
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -432,4 +433,34 @@ async fn bad_webhook_requests_are_4xx(backend: Backend) {
         400,
     )
     .await;
+}
+
+async fn concurrent_registrations_respect_the_limit_and_uniqueness(backend: Backend) {
+    let app = app(backend, 3).await;
+    let venue = app.venue(5, 10, json!({})).await;
+    let base = format!("/api/cinema/cinemas/{}/webhooks", venue.cinema);
+    let statuses = |urls: Vec<String>| {
+        let (app, base, manager) = (&app, &base, &venue.manager);
+        futures_util::future::join_all(urls.into_iter().map(move |url| async move {
+            app.post(manager, base, &json!({"url": url}))
+                .await
+                .status()
+                .as_u16()
+        }))
+    };
+    // The same URL 10 times at once: one webhook.
+    let same = statuses(vec!["https://example.com/same".to_owned(); 10]).await;
+    assert_eq!(same.iter().filter(|s| **s == 201).count(), 1, "{same:?}");
+    assert!(same.iter().all(|s| *s == 201 || *s == 409), "{same:?}");
+    // 20 different URLs at once: the cinema ends with exactly 10.
+    let many = statuses(
+        (0..20)
+            .map(|i| format!("https://example.com/{i}"))
+            .collect(),
+    )
+    .await;
+    assert_eq!(many.iter().filter(|s| **s == 201).count(), 9, "{many:?}");
+    assert!(many.iter().all(|s| *s == 201 || *s == 409), "{many:?}");
+    let listed: Vec<Value> = get(&app, &venue.manager, &base).await.json().await.unwrap();
+    assert_eq!(listed.len(), 10);
 }
