@@ -25,6 +25,28 @@ async fn created(stack: &Stack, token: &str, path: &str, body: Value, id: &str) 
     body[id].as_str().unwrap().to_owned()
 }
 
+/// GET a ticket PDF until the worker has made it (404 with `Retry-After`
+/// before), at most 20 s.
+async fn ticket_pdf(stack: &Stack, token: &str, path: &str) -> Vec<u8> {
+    for _ in 0..200 {
+        let response = stack
+            .http
+            .get(stack.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 200 {
+            assert_eq!(response.headers()["content-type"], "application/pdf");
+            return response.bytes().await.unwrap().to_vec();
+        }
+        assert_eq!(response.status(), 404, "{path}");
+        assert!(response.headers().contains_key("retry-after"), "{path}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("no ticket PDF at {path}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_customer_buys_seats_of_a_showtime_a_manager_scheduled() {
     let stack = Stack::start();
@@ -92,6 +114,26 @@ async fn a_customer_buys_seats_of_a_showtime_a_manager_scheduled() {
     assert_eq!(bought["status"], "completed");
     assert_eq!(bought["tickets"].as_array().unwrap().len(), 3);
     assert_eq!(bought["total_cents"], 3 * 8500);
+
+    // The ticket PDF is made in the background and served, through the
+    // gateway, to its buyer only.
+    let purchase = bought["purchase_id"].as_str().unwrap();
+    let ticket = bought["tickets"][0]["ticket_id"].as_str().unwrap();
+    for pdf in [
+        format!("/api/cinema/tickets/purchases/{purchase}.pdf"),
+        format!("/api/cinema/tickets/{ticket}.pdf"),
+    ] {
+        let document = ticket_pdf(&stack, customer, &pdf).await;
+        assert!(document.starts_with(b"%PDF-"), "{pdf}");
+        let stranger = stack
+            .http
+            .get(stack.url(&pdf))
+            .bearer_auth(manager)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(stranger.status(), 404, "{pdf}");
+    }
     let too_many = post(
         &stack,
         customer,

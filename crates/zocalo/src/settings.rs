@@ -112,6 +112,9 @@ impl Settings {
         if self.cinema_command.bus_url == cinema_defaults.bus_url {
             self.cinema_command.bus_url = sqlite("bus.db");
         }
+        if self.cinema_command.objects.url == cinema_defaults.objects.url {
+            self.cinema_command.objects.url = self.data_dir.join("objects").display().to_string();
+        }
     }
 
     /// One issuer for every service: the public URL of the gateway.

@@ -126,22 +126,43 @@ pub trait JobQueue: Send + Sync + 'static {
     }
 }
 
-/// Retry delay after a failed `attempt` (1-based): 200 ms doubling per
-/// attempt, capped at 60 s, with "equal jitter" (half fixed, half random) so
-/// jobs that failed together do not come back together.
-pub(crate) fn backoff(attempt: u32) -> Duration {
-    use rand::Rng;
-    let exponent = attempt.saturating_sub(1).min(16);
-    let full = BACKOFF_BASE
-        .saturating_mul(1u32 << exponent)
-        .min(BACKOFF_CAP);
-    let half = full / 2;
-    let jitter = rand::thread_rng().gen_range(0..=half.as_millis() as u64);
-    half + Duration::from_millis(jitter)
+/// How long a failed job waits before its next delivery: `base` doubling
+/// per attempt, capped at `cap`, with "equal jitter" (half fixed, half
+/// random) so jobs that failed together do not come back together.
+///
+/// The default (200 ms doubling to 60 s) suits work inside our own system;
+/// a queue that calls other people's servers (webhooks) waits longer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub base: Duration,
+    pub cap: Duration,
 }
 
-const BACKOFF_BASE: Duration = Duration::from_millis(200);
-const BACKOFF_CAP: Duration = Duration::from_secs(60);
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            base: Duration::from_millis(200),
+            cap: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay after a failed `attempt` (1-based).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        use rand::Rng;
+        let exponent = attempt.saturating_sub(1).min(16);
+        let full = self.base.saturating_mul(1u32 << exponent).min(self.cap);
+        let half = full / 2;
+        let jitter = rand::thread_rng().gen_range(0..=half.as_millis() as u64);
+        half + Duration::from_millis(jitter)
+    }
+}
+
+/// The default [`Backoff`] delay, for loops that retry the bus itself.
+pub(crate) fn backoff(attempt: u32) -> Duration {
+    Backoff::default().delay(attempt)
+}
 
 #[cfg(test)]
 mod tests {
@@ -158,5 +179,19 @@ mod tests {
             assert!(late >= Duration::from_secs(30) && late <= Duration::from_secs(60));
         }
         assert!(backoff(0) <= Duration::from_millis(200));
+    }
+
+    #[test]
+    fn a_longer_backoff_scales_the_same_way() {
+        let slow = Backoff {
+            base: Duration::from_secs(5),
+            cap: Duration::from_secs(3600),
+        };
+        for _ in 0..100 {
+            let second = slow.delay(2);
+            assert!(second >= Duration::from_secs(5) && second <= Duration::from_secs(10));
+            let late = slow.delay(30);
+            assert!(late >= Duration::from_secs(1800) && late <= Duration::from_secs(3600));
+        }
     }
 }

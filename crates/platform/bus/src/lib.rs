@@ -33,7 +33,7 @@ use std::time::Duration;
 
 pub use error::BusError;
 pub use event::{Event, EventBus};
-pub use job::{Job, JobError, JobOptions, JobQueue};
+pub use job::{Backoff, Job, JobError, JobOptions, JobQueue};
 pub use nats::NatsBus;
 pub use sqlite::SqliteBus;
 pub use worker::{EventHandler, JobHandler, WorkerOptions, run_subscriber, run_worker};

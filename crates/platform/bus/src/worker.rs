@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, Span};
 use uuid::Uuid;
 
-use crate::job::backoff;
+use crate::job::{Backoff, backoff};
 use crate::{Event, EventBus, Job, JobError, JobQueue};
 
 pub type JobHandler = Arc<dyn Fn(Job) -> BoxFuture<'static, Result<(), JobError>> + Send + Sync>;
@@ -30,6 +30,8 @@ pub struct WorkerOptions {
     pub visibility: Duration,
     /// Sleep between polls of an empty queue.
     pub poll_interval: Duration,
+    /// Delay before a failed job's next attempt.
+    pub backoff: Backoff,
 }
 
 impl Default for WorkerOptions {
@@ -38,6 +40,7 @@ impl Default for WorkerOptions {
             concurrency: 4,
             visibility: Duration::from_secs(30),
             poll_interval: Duration::from_millis(100),
+            backoff: Backoff::default(),
         }
     }
 }
@@ -89,7 +92,7 @@ async fn consume(
             Ok(Some(job)) => {
                 errors = 0;
                 let span = job_span(&queue, &job);
-                process(jobs.as_ref(), &queue, &handler, job)
+                process(jobs.as_ref(), &queue, &handler, options.backoff, job)
                     .instrument(span)
                     .await;
             }
@@ -133,7 +136,13 @@ fn event_span(topic: &str, group: &str, event: &Event) -> Span {
 }
 
 /// Run the handler for one job and settle the job by its outcome.
-async fn process(jobs: &dyn JobQueue, queue: &str, handler: &JobHandler, job: Job) {
+async fn process(
+    jobs: &dyn JobQueue,
+    queue: &str,
+    handler: &JobHandler,
+    backoff: Backoff,
+    job: Job,
+) {
     let started = Instant::now();
     // A task of its own turns a panicking handler into a retry instead of a
     // dead consumer.
@@ -146,7 +155,7 @@ async fn process(jobs: &dyn JobQueue, queue: &str, handler: &JobHandler, job: Jo
     let (label, settled) = match outcome {
         Ok(()) => ("ok", jobs.ack(&job).await),
         Err(JobError::Retry(reason)) if job.attempt < job.max_attempts => {
-            let delay = backoff(job.attempt);
+            let delay = backoff.delay(job.attempt);
             tracing::warn!(
                 %queue, job = %job.id, attempt = job.attempt, max_attempts = job.max_attempts,
                 ?delay, %reason, "job failed, will retry"

@@ -43,6 +43,10 @@ pub struct Claims {
     pub roles: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// The user's email address (absent for service clients), so a
+    /// service can write to its caller without asking the auth service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
     pub iss: String,
     pub aud: String,
     pub iat: i64,
@@ -227,6 +231,7 @@ pub struct AuthUser {
     pub subject: String,
     pub roles: Vec<String>,
     pub name: Option<String>,
+    pub email: Option<String>,
 }
 
 impl AuthUser {
@@ -261,6 +266,7 @@ impl From<Claims> for AuthUser {
             subject: claims.sub,
             roles: claims.roles,
             name: claims.name,
+            email: claims.email,
         }
     }
 }
@@ -384,6 +390,7 @@ mod tests {
             sub: uuid::Uuid::new_v4().to_string(),
             roles: vec!["editor".into()],
             name: None,
+            email: None,
             iss: "zocalo".into(),
             aud: aud.into(),
             iat: now,

@@ -220,11 +220,29 @@ impl TestTokens {
     }
 
     pub fn token_with(&self, subject: &str, roles: &[&str], audience: &str, ttl: i64) -> String {
+        self.sign(subject, roles, None, audience, ttl)
+    }
+
+    /// A token for `subject` whose `email` claim is `email`, as the auth
+    /// service issues to users.
+    pub fn token_with_email(&self, subject: &str, roles: &[&str], email: &str) -> String {
+        self.sign(subject, roles, Some(email), AUDIENCE, 900)
+    }
+
+    fn sign(
+        &self,
+        subject: &str,
+        roles: &[&str],
+        email: Option<&str>,
+        audience: &str,
+        ttl: i64,
+    ) -> String {
         let now = chrono::Utc::now().timestamp();
         let claims = Claims {
             sub: subject.into(),
             roles: roles.iter().map(|r| r.to_string()).collect(),
             name: Some(format!("Test {subject}")),
+            email: email.map(str::to_owned),
             iss: ISSUER.into(),
             aud: audience.into(),
             iat: now,

@@ -297,6 +297,7 @@ async fn password_grant(
         user.id.to_string(),
         user.roles,
         Some(user.name),
+        Some(user.email),
         Some(refresh),
     )
     .await
@@ -329,7 +330,15 @@ async fn refresh_grant(state: &AppState, request: &TokenRequest) -> Result<Token
             let Some(user) = user else {
                 return Err(invalid_grant("the account no longer exists"));
             };
-            issue(state, subject, user.roles, Some(user.name), Some(next)).await
+            issue(
+                state,
+                subject,
+                user.roles,
+                Some(user.name),
+                Some(user.email),
+                Some(next),
+            )
+            .await
         }
         RefreshOutcome::Reused { family } => {
             tracing::warn!(%family, "refresh token reused: family revoked");
@@ -368,6 +377,7 @@ async fn client_credentials_grant(
         client.roles,
         Some(client.name),
         None,
+        None,
     )
     .await
 }
@@ -377,6 +387,7 @@ async fn issue(
     subject: String,
     roles: Vec<String>,
     name: Option<String>,
+    email: Option<String>,
     refresh_token: Option<String>,
 ) -> Result<TokenResponse, Problem> {
     let now = Utc::now().timestamp();
@@ -385,6 +396,7 @@ async fn issue(
         sub: subject,
         roles,
         name,
+        email,
         iss: state.settings.issuer.clone(),
         aud: state.settings.audience.clone(),
         iat: now,

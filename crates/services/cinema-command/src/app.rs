@@ -10,9 +10,12 @@ use axum::extract::FromRef;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use zocalo_bus::Bus;
+use zocalo_bus::{Bus, WorkerOptions};
+use zocalo_contracts::cinema as contract;
 use zocalo_http::auth::{KeySource, TokenVerifier};
 use zocalo_http::server::Server;
+use zocalo_notify::{WebhookSender, WebhookSettings};
+use zocalo_objects::{ObjectStore, ObjectsSettings};
 use zocalo_payments::{PaymentProcessor, SimulatedProcessor};
 use zocalo_store::DatabaseSettings;
 
@@ -43,6 +46,17 @@ pub struct Settings {
     /// Share of payments the simulated processor declines (0.0–1.0).
     pub payment_decline_rate: f64,
     pub payment_latency_ms: u64,
+    /// Where ticket PDFs are kept (`tickets/<purchase_id>.pdf`).
+    pub objects: ObjectsSettings,
+    /// The email sender: `log:`, `file:///dir`, `smtp://host:port`,
+    /// `smtps://user:password@host:465`.
+    pub mail_url: String,
+    pub mail_from: String,
+    /// Offset from UTC of the times printed on tickets and in emails, in
+    /// minutes (cinemas keep no time zone of their own).
+    pub ticket_utc_offset_min: i32,
+    /// Delivery of outbound webhooks: timeout, attempts, backoff.
+    pub webhooks: WebhookSettings,
 }
 
 impl Default for Settings {
@@ -62,6 +76,11 @@ impl Default for Settings {
             relay_interval_ms: 200,
             payment_decline_rate: 0.0,
             payment_latency_ms: 0,
+            objects: ObjectsSettings::default(),
+            mail_url: "log:".into(),
+            mail_from: "Zócalo Cinemas <tickets@zocalo.invalid>".into(),
+            ticket_utc_offset_min: 0,
+            webhooks: WebhookSettings::default(),
         }
     }
 }
@@ -73,6 +92,12 @@ impl Settings {
             max_connections: self.database_max_connections,
             ..DatabaseSettings::default()
         }
+    }
+
+    /// The offset ticket times are printed at.
+    pub fn ticket_offset(&self) -> anyhow::Result<chrono::FixedOffset> {
+        chrono::FixedOffset::east_opt(self.ticket_utc_offset_min.saturating_mul(60))
+            .ok_or_else(|| anyhow::anyhow!("ticket_utc_offset_min must be within ±1439 minutes"))
     }
 
     fn payments(&self, store: &Arc<dyn CinemaStore>) -> Arc<dyn PaymentProcessor> {
@@ -94,6 +119,8 @@ pub struct AppState {
     pub default_cleaning_min: u16,
     pub default_currency: String,
     pub hold_ttl: chrono::Duration,
+    /// Where ticket PDFs are read from.
+    pub objects: Arc<dyn ObjectStore>,
 }
 
 impl FromRef<AppState> for Arc<TokenVerifier> {
@@ -131,6 +158,7 @@ impl Application {
             default_cleaning_min: settings.default_cleaning_min,
             default_currency: settings.default_currency.clone(),
             hold_ttl: chrono::Duration::seconds(i64::from(settings.hold_ttl_secs.max(1))),
+            objects: background.tickets.objects.clone(),
         };
         Ok(Self {
             server: Server::bind(settings.listen, crate::routes::router(state.clone())).await?,
@@ -160,9 +188,10 @@ impl Application {
     }
 }
 
-/// The outbox relay and the sweeper of expired holds. Both are safe to run
-/// in several processes at once: the relay claims rows, the sweeper's
-/// transitions are conditional.
+/// The outbox relay, the sweeper of expired holds, the ticket documents
+/// job and the webhook fan-out and deliveries. All are safe to run in
+/// several processes at once: the relay claims rows, the sweeper's
+/// transitions are conditional, jobs and events go to one consumer each.
 pub struct Worker {
     store: Arc<dyn CinemaStore>,
     payments: Arc<dyn PaymentProcessor>,
@@ -170,17 +199,31 @@ pub struct Worker {
     relay_wake: Arc<Notify>,
     relay_interval: Duration,
     sweep_interval: Duration,
+    tickets: Arc<crate::tickets::TicketsWorker>,
+    webhooks: WebhookSettings,
+    webhook_sender: WebhookSender,
 }
 
 impl Worker {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let store = store::open(&settings.database()).await?;
         let bus = zocalo_bus::connect(&settings.bus_url).await?;
+        let relay_wake = Arc::new(Notify::new());
+        let tickets = Arc::new(crate::tickets::TicketsWorker {
+            store: store.clone(),
+            objects: zocalo_objects::open(&settings.objects).await?,
+            mailer: zocalo_notify::mailer(&settings.mail_url, &settings.mail_from)?,
+            offset: settings.ticket_offset()?,
+            relay_wake: relay_wake.clone(),
+        });
         Ok(Self {
             payments: settings.payments(&store),
             store,
             bus,
-            relay_wake: Arc::new(Notify::new()),
+            relay_wake,
+            tickets,
+            webhooks: settings.webhooks,
+            webhook_sender: WebhookSender::new(settings.webhooks.timeout())?,
             relay_interval: Duration::from_millis(settings.relay_interval_ms.max(10)),
             // A zero interval would spin; 10 ms is already far below need.
             sweep_interval: Duration::from_millis(settings.sweep_interval_ms.max(10)),
@@ -199,9 +242,34 @@ impl Worker {
             self.store.clone(),
             self.payments.clone(),
             self.sweep_interval,
+            shutdown.clone(),
+        );
+        let tickets = zocalo_bus::run_worker(
+            self.bus.jobs.clone(),
+            contract::TICKETS_PDF_QUEUE,
+            self.tickets.clone().handler(),
+            WorkerOptions {
+                concurrency: 2,
+                ..WorkerOptions::default()
+            },
+            shutdown.clone(),
+        );
+        let fanout = zocalo_bus::run_subscriber(
+            self.bus.events.clone(),
+            contract::TOPIC,
+            crate::webhooks::GROUP,
+            crate::webhooks::fanout(self.store.clone(), self.bus.jobs.clone(), self.webhooks),
+            shutdown.clone(),
+        );
+        let registry = Arc::new(crate::webhooks::StoreRegistry(self.store.clone()));
+        let deliveries = zocalo_bus::run_worker(
+            self.bus.jobs.clone(),
+            contract::WEBHOOK_QUEUE,
+            zocalo_notify::webhook::job_handler(self.webhook_sender.clone(), registry),
+            self.webhooks.worker_options(),
             shutdown,
         );
-        tokio::join!(relay, sweep);
+        tokio::join!(relay, sweep, tickets, fanout, deliveries);
     }
 }
 

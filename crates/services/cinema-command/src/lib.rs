@@ -14,6 +14,8 @@ pub mod domain;
 mod error;
 mod routes;
 pub mod store;
+pub mod tickets;
+pub mod webhooks;
 
 pub use app::{Application, Settings, Worker, sweep_once};
 pub use error::CinemaError;

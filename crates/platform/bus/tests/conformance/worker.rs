@@ -29,6 +29,7 @@ fn options() -> WorkerOptions {
         concurrency: 4,
         visibility: Duration::from_secs(30),
         poll_interval: Duration::from_millis(20),
+        ..WorkerOptions::default()
     }
 }
 

@@ -136,6 +136,7 @@ async fn password_grant_issues_verifiable_tokens(backend: Backend) {
     assert_eq!(claims.iss, ISSUER);
     assert_eq!(claims.aud, "zocalo-api");
     assert_eq!(claims.exp - claims.iat, 900);
+    assert_eq!(claims.email.as_deref(), Some("ana@example.com"));
 
     let me: Value = app
         .api
@@ -411,6 +412,7 @@ async fn client_credentials_grant_for_services(backend: Backend) {
         .unwrap();
     assert_eq!(claims.sub, format!("client:{id}"));
     assert_eq!(claims.roles, vec!["service"]);
+    assert_eq!(claims.email, None, "a service client has no email");
 
     let wrong = app
         .api

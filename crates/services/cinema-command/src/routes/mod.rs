@@ -4,7 +4,9 @@
 
 mod events;
 mod purchases;
+mod tickets;
 mod venues;
+mod webhooks;
 
 use axum::Router;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -61,6 +63,32 @@ pub fn router(state: AppState) -> Router {
             post(purchases::purchase),
         )
         .route("/api/cinema/purchases/{id}/refund", post(purchases::refund))
+        .route("/api/cinema/tickets/{file}", get(tickets::ticket_pdf))
+        .route(
+            "/api/cinema/tickets/purchases/{file}",
+            get(tickets::purchase_pdf_by_file),
+        )
+        .route(
+            "/api/cinema/purchases/{id}/tickets.pdf",
+            get(tickets::purchase_pdf),
+        )
+        .route(
+            "/api/cinema/cinemas/{id}/webhooks",
+            post(webhooks::create).get(webhooks::list),
+        )
+        .route(
+            "/api/cinema/cinemas/{id}/webhooks/{webhook_id}",
+            axum::routing::delete(webhooks::delete),
+        )
+        .route(
+            "/api/cinema/cinemas/{id}/webhooks/{webhook_id}/deliveries",
+            get(webhooks::deliveries),
+        )
+        .route("/api/cinema/webhooks", get(webhooks::list_by_query))
+        .route(
+            "/api/cinema/webhooks/{webhook_id}/deliveries",
+            get(webhooks::deliveries_by_webhook),
+        )
         .route("/internal/events", get(events::page))
         .with_state(state);
     let ready: zocalo_telemetry::ReadinessCheck = std::sync::Arc::new(move || {
@@ -97,6 +125,15 @@ pub fn router(state: AppState) -> Router {
         venues::cancel_showtime,
         purchases::purchase,
         purchases::refund,
+        tickets::ticket_pdf,
+        tickets::purchase_pdf,
+        tickets::purchase_pdf_by_file,
+        webhooks::create,
+        webhooks::list,
+        webhooks::list_by_query,
+        webhooks::delete,
+        webhooks::deliveries,
+        webhooks::deliveries_by_webhook,
         events::page
     ),
     components(schemas(
@@ -113,7 +150,11 @@ pub fn router(state: AppState) -> Router {
         crate::domain::PriceInput,
         crate::domain::PurchaseInput,
         crate::domain::Purchase,
-        crate::domain::PurchaseStatus
+        crate::domain::PurchaseStatus,
+        webhooks::WebhookInput,
+        webhooks::CreatedWebhook,
+        crate::store::notify::Webhook,
+        crate::store::notify::DeliveryRecord
     ))
 )]
 struct ApiDoc;

@@ -112,6 +112,14 @@ pub async fn purchase(
         }
         Held::Refused(refusal) => return Err(refused(refusal, &request)),
     };
+    // Where the tickets will be emailed: the token's address, if any. Kept
+    // before completion, which enqueues the job that reads it.
+    if let Some(email) = user.email.as_deref() {
+        state
+            .store
+            .remember_contact(held.purchase_id, email)
+            .await?;
+    }
     let purchase = settle(&state, held).await?;
     created(
         format!("/api/cinema/purchases/{}", purchase.purchase_id),

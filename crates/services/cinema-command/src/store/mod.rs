@@ -9,6 +9,7 @@
 //! writer's transaction on SQLite), one purchase per idempotency key, one
 //! charge per purchase (the ledger's primary key), references exist.
 
+pub mod notify;
 mod postgres;
 mod sqlite;
 
@@ -149,7 +150,7 @@ pub enum Held {
 }
 
 #[async_trait]
-pub trait CinemaStore: Send + Sync + 'static {
+pub trait CinemaStore: notify::NotifyStore + Send + Sync + 'static {
     /// The document of an aggregate.
     async fn load(&self, kind: Kind, id: Uuid) -> Result<Option<Value>, StoreError>;
     /// Insert (version 1) or update (version n over n − 1) the aggregate and

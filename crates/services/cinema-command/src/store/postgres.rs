@@ -23,6 +23,7 @@ use crate::domain::{
 mod migrations {
     refinery::embed_migrations!("migrations/postgres");
 }
+mod notify;
 
 pub struct PostgresStore {
     pools: PgPools,
@@ -514,6 +515,7 @@ impl CinemaStore for PostgresStore {
         .await?;
         issue_tickets(&tx, id).await?;
         let purchase = publish_seat_map(&tx, id, showtime, completed_event, now).await?;
+        outbox::insert_postgres(&tx, &crate::tickets::pdf_job(id)).await?;
         tx.commit().await?;
         Ok((true, purchase))
     }

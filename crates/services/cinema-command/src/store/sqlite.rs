@@ -24,6 +24,7 @@ use crate::domain::{
 mod migrations {
     refinery::embed_migrations!("migrations/sqlite");
 }
+mod notify;
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -443,6 +444,7 @@ impl CinemaStore for SqliteStore {
                 )?;
                 issue_tickets(&tx, id)?;
                 let purchase = publish_seat_map(&tx, id, completed_event, now)?;
+                outbox::insert_sqlite(&tx, &crate::tickets::pdf_job(id))?;
                 tx.commit()?;
                 Ok((true, purchase))
             })

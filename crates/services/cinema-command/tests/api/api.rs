@@ -229,6 +229,7 @@ async fn every_change_is_in_the_event_log_in_order(backend: Backend) {
     let service = app.service();
     let mut kinds = Vec::new();
     let mut after = 0;
+    let mut last_kept = 0;
     loop {
         let page: Value = app
             .api
@@ -243,6 +244,11 @@ async fn every_change_is_in_the_event_log_in_order(backend: Backend) {
         for event in page["events"].as_array().unwrap() {
             assert!(event["seq"].as_i64().unwrap() > after);
             after = event["seq"].as_i64().unwrap();
+            // The tickets document is made by a job, whenever it runs.
+            if event["kind"] == "tickets.document_ready" {
+                continue;
+            }
+            last_kept = after;
             kinds.push(event["kind"].as_str().unwrap().to_owned());
         }
         if page["next_after"].is_null() {
@@ -263,7 +269,7 @@ async fn every_change_is_in_the_event_log_in_order(backend: Backend) {
     );
     let last: Value = app
         .api
-        .get(&format!("/internal/events?after={}", after - 1))
+        .get(&format!("/internal/events?after={}", last_kept - 1))
         .bearer_auth(&service)
         .send()
         .await

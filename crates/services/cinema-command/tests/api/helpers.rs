@@ -14,6 +14,8 @@ pub struct TestApp {
     pub tokens: TestTokens,
     pub store: std::sync::Arc<dyn CinemaStore>,
     pub admin: String,
+    /// Ticket PDFs (`objects/`) and emails (`mail/`) of this app.
+    pub files: std::path::PathBuf,
     shutdown: CancellationToken,
     _db: TestDatabase,
     _bus: tempfile::TempDir,
@@ -39,6 +41,11 @@ pub async fn spawn_with(backend: Backend, configure: impl FnOnce(&mut Settings))
         bus_url: format!("sqlite://{}", bus.path().join("bus.db").display()),
         issuer: zocalo_testkit::ISSUER.into(),
         audience: zocalo_testkit::AUDIENCE.into(),
+        objects: zocalo_objects::ObjectsSettings {
+            url: bus.path().join("objects").display().to_string(),
+            ..Default::default()
+        },
+        mail_url: format!("file://{}", bus.path().join("mail").display()),
         ..Settings::default()
     };
     configure(&mut settings);
@@ -55,6 +62,7 @@ pub async fn spawn_with(backend: Backend, configure: impl FnOnce(&mut Settings))
         tokens,
         store,
         admin,
+        files: bus.path().to_owned(),
         shutdown,
         _db: db,
         _bus: bus,

@@ -7,3 +7,5 @@ mod api;
 mod helpers;
 mod purchases;
 mod store;
+mod tickets;
+mod webhooks;

@@ -94,12 +94,27 @@ async fn cinema_reads_and_writes_go_to_their_own_sides() {
     }
     assert_eq!((query.hits(), command.hits(), reviews.hits()), (2, 4, 0));
 
+    // Ticket PDFs and webhooks are read from the command side.
+    for path in [
+        "/api/cinema/tickets/0193a6f1-7c1e-7000-8000-000000000001.pdf",
+        "/api/cinema/webhooks/1/deliveries",
+    ] {
+        let url = format!("http://127.0.0.1:{}{path}", gateway.port);
+        let response = client.get(&url).send().await.unwrap();
+        assert_eq!(
+            header(&response, "x-echo-upstream"),
+            Some("cinema-command"),
+            "{path}"
+        );
+    }
+    assert_eq!((query.hits(), command.hits()), (2, 6));
+
     gateway.upstreams.set("cinema-query", &[]).unwrap();
     let read = gateway.client.get(path).send().await.unwrap();
     expect_problem(read, 503).await;
     assert_eq!(
         command.hits(),
-        4,
+        6,
         "a read never falls through to the command side"
     );
 }
