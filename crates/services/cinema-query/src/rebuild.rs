@@ -69,14 +69,16 @@ pub struct Report {
     pub last_seq: i64,
 }
 
-/// Wipe the read models and replay the whole log into them.
+/// Wipe the read models and replay the whole log into them. The first page
+/// is read before wiping: a log that cannot be read leaves the read models
+/// as they were.
 pub async fn rebuild(store: Arc<dyn CinemaStore>, log: &EventLog) -> anyhow::Result<Report> {
+    let mut page = log.page(0).await?;
     store.wipe().await?;
     let projector = Projector::new(store);
     let mut report = Report::default();
     let mut after = 0;
     loop {
-        let page = log.page(after).await?;
         report.pages += 1;
         for event in &page.events {
             let outcome = projector
@@ -98,7 +100,10 @@ pub async fn rebuild(store: Arc<dyn CinemaStore>, log: &EventLog) -> anyhow::Res
         }
         match page.next_after {
             // A log that does not move on would loop forever.
-            Some(next) if next > after => after = next,
+            Some(next) if next > after => {
+                after = next;
+                page = log.page(after).await?;
+            }
             Some(next) => anyhow::bail!("the event log went back from {after} to {next}"),
             None => break,
         }

@@ -108,7 +108,9 @@ fn put(conn: &Connection, doc: &Doc) -> Result<(), StoreError> {
         doc.name,
         doc.at,
         doc.status,
-        doc.body,
+        // As text: the driver would store a JSON `null` (a tombstone's
+        // body) as SQL NULL.
+        doc.body.to_string(),
     ])?;
     Ok(())
 }
