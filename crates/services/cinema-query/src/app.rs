@@ -121,8 +121,7 @@ impl Settings {
     }
 
     fn token_url_parts(&self) -> anyhow::Result<(String, String)> {
-        split_url(&self.token_url)
-            .map_err(|e| anyhow::anyhow!("key `cinema_query.token_url`: {e}"))
+        split_url(&self.token_url).map_err(|e| anyhow::anyhow!("key `cinema_query.token_url`: {e}"))
     }
 
     /// The command side's log, read with tokens asked of `clients.auth`.

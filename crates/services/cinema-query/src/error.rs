@@ -9,10 +9,7 @@ pub enum QueryError {
     /// No such document, or not the caller's: 404 either way.
     NotFound,
     /// A query parameter the caller got wrong: 400 naming it.
-    InvalidParameter {
-        name: &'static str,
-        message: String,
-    },
+    InvalidParameter { name: &'static str, message: String },
     /// The read model could not be reached or read.
     Store(StoreError),
 }

@@ -65,9 +65,7 @@ impl Change {
             contract::CINEMA_SAVED => read(kind, payload).map(|c| Some(Change::CinemaSaved(c))),
             contract::ROOM_SAVED => read(kind, payload).map(|c| Some(Change::RoomSaved(c))),
             contract::MOVIE_SAVED => read(kind, payload).map(|c| Some(Change::MovieSaved(c))),
-            contract::SHOWTIME_SAVED => {
-                read(kind, payload).map(|c| Some(Change::ShowtimeSaved(c)))
-            }
+            contract::SHOWTIME_SAVED => read(kind, payload).map(|c| Some(Change::ShowtimeSaved(c))),
             contract::CHAIN_DELETED => deleted(Kind::Chain),
             contract::CINEMA_DELETED => deleted(Kind::Cinema),
             contract::ROOM_DELETED => deleted(Kind::Room),
@@ -621,9 +619,11 @@ fn project_chain(c: &ChainSaved, related: &Related<'_>) -> Vec<Doc> {
     };
     let reference = chain_ref(&view);
     let mut docs = vec![view.into_doc()];
-    docs.extend(related.patch::<CinemaView>(Key::Chain, c.chain_id, |cinema| {
-        put(&mut cinema.chain, reference.clone())
-    }));
+    docs.extend(
+        related.patch::<CinemaView>(Key::Chain, c.chain_id, |cinema| {
+            put(&mut cinema.chain, reference.clone())
+        }),
+    );
     docs.extend(patch_showtimes(related, Key::Chain, c.chain_id, |s| {
         put(&mut s.chain, reference.clone())
     }));
@@ -665,7 +665,10 @@ fn project_cinema(c: &CinemaSaved, own: Option<&Doc>, related: &Related<'_>) -> 
 }
 
 fn project_room(r: &RoomSaved, own: Option<&Doc>, related: &Related<'_>) -> Vec<Doc> {
-    let disabled = r.disabled.len().min(usize::from(r.rows) * usize::from(r.seats_per_row));
+    let disabled = r
+        .disabled
+        .len()
+        .min(usize::from(r.rows) * usize::from(r.seats_per_row));
     let view = RoomView {
         id: r.room_id,
         version: r.version,
@@ -740,7 +743,9 @@ fn project_showtime(s: &ShowtimeSaved, own: Option<&Doc>, related: &Related<'_>)
         currency: s.currency.clone(),
         movie: related.view::<MovieView>(s.movie_id).map(|m| movie_ref(&m)),
         room: room.as_ref().map(room_ref),
-        cinema: related.view::<CinemaView>(s.cinema_id).map(|c| cinema_card(&c)),
+        cinema: related
+            .view::<CinemaView>(s.cinema_id)
+            .map(|c| cinema_card(&c)),
         chain: related.view::<ChainView>(s.chain_id).map(|c| chain_ref(&c)),
     };
     let card = showtime_card(&view);
@@ -890,7 +895,7 @@ fn changed_doc<V: View>(own: Option<&Doc>, view: V) -> Option<Doc> {
 
 fn sorted(seats: &[String]) -> Vec<String> {
     let mut seats = seats.to_vec();
-    seats.sort_by(|a, b| seat_order(a).cmp(&seat_order(b)));
+    seats.sort_by_key(|seat| seat_order(seat));
     seats.dedup();
     seats
 }

@@ -73,8 +73,7 @@ impl Projector {
             occurred_at: event.occurred_at,
             seq: event.seq,
         };
-        let change =
-            Change::parse(event.kind, event.payload).map_err(ProjectError::Unreadable)?;
+        let change = Change::parse(event.kind, event.payload).map_err(ProjectError::Unreadable)?;
         let applied = match change {
             Some(change) => self.store.apply(&change, &meta).await,
             None => self.store.skip(&meta).await.map(|()| false),

@@ -55,9 +55,10 @@ pub fn router(state: AppState, cache_max_age_secs: u32) -> Router {
         .route("/api/cinema/purchases", get(my_purchases))
         .route("/api/cinema/purchases/{id}", get(my_purchase))
         .layer(middleware::map_response(|mut response: Response| async {
-            response
-                .headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+            response.headers_mut().insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("private, no-store"),
+            );
             response
         }));
     let api = public.merge(mine).with_state(state);
@@ -480,7 +481,9 @@ async fn share_showtime(
         .as_ref()
         .map_or_else(|| "A showtime".to_owned(), |m| m.title.clone());
     let place = match (&showtime.cinema, &showtime.room) {
-        (Some(cinema), Some(room)) => format!(" at {}, {} ({})", cinema.name, cinema.city, room.name),
+        (Some(cinema), Some(room)) => {
+            format!(" at {}, {} ({})", cinema.name, cinema.city, room.name)
+        }
         (Some(cinema), None) => format!(" at {}, {}", cinema.name, cinema.city),
         _ => String::new(),
     };

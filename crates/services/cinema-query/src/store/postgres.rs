@@ -6,7 +6,7 @@ use uuid::Uuid;
 use zocalo_store::{DatabaseSettings, PgPools, StoreError};
 
 use super::{
-    COLUMNS, CinemaStore, Checkpoint, DocQuery, EventMeta, Param, add_unique, list_sql,
+    COLUMNS, Checkpoint, CinemaStore, DocQuery, EventMeta, Param, add_unique, list_sql,
     lookup_params, lookup_sql, now_showing_sql,
 };
 use crate::documents::{Doc, Keys, Kind};
@@ -78,7 +78,10 @@ fn to_sql(param: &Param) -> Box<dyn ToSql + Sync + Send> {
     }
 }
 
-async fn load_lookup<C: GenericClient>(client: &C, lookup: &Lookup) -> Result<Vec<Doc>, StoreError> {
+async fn load_lookup<C: GenericClient>(
+    client: &C,
+    lookup: &Lookup,
+) -> Result<Vec<Doc>, StoreError> {
     let (kind, id) = lookup_params(lookup);
     query_docs(client, &lookup_sql(lookup, '$'), &[&kind.as_str(), &id]).await
 }

@@ -8,7 +8,7 @@ use uuid::Uuid;
 use zocalo_store::{SqlitePool, StoreError};
 
 use super::{
-    COLUMNS, CinemaStore, Checkpoint, DocQuery, EventMeta, Param, add_unique, list_sql,
+    COLUMNS, Checkpoint, CinemaStore, DocQuery, EventMeta, Param, add_unique, list_sql,
     lookup_params, lookup_sql, now_showing_sql,
 };
 use crate::documents::{Doc, Keys, Kind};
@@ -159,7 +159,9 @@ impl CinemaStore for SqliteStore {
 
     async fn skip(&self, meta: &EventMeta) -> Result<(), StoreError> {
         let meta = *meta;
-        self.pool.write(move |conn| advance(conn, &meta, false)).await
+        self.pool
+            .write(move |conn| advance(conn, &meta, false))
+            .await
     }
 
     async fn wipe(&self) -> Result<(), StoreError> {

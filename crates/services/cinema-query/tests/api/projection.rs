@@ -130,7 +130,11 @@ async fn a_deletion_arriving_before_the_creation_wins(backend: Backend) {
     let deleted = Told {
         id: Uuid::now_v7(),
         kind: contract::CHAIN_DELETED,
-        payload: serde_json::to_value(Deleted { id: never, version: 2 }).unwrap(),
+        payload: serde_json::to_value(Deleted {
+            id: never,
+            version: 2,
+        })
+        .unwrap(),
         occurred_at: chrono::Utc::now(),
     };
     let created = Told {

@@ -129,7 +129,13 @@ impl World {
         );
         w.tell(
             CINEMA_SAVED,
-            cinema(w.cinema_3, w.chain_b, 2, "Coyoacán Centro", "Ciudad de México"),
+            cinema(
+                w.cinema_3,
+                w.chain_b,
+                2,
+                "Coyoacán Centro",
+                "Ciudad de México",
+            ),
         );
         let room = |room_id, cinema_id, version, name: &str, rows, seats_per_row| RoomSaved {
             room_id,
@@ -145,7 +151,10 @@ impl World {
         w.tell(ROOM_SAVED, room(w.room_2, w.cinema_1, 1, "Sala 2", 4, 6));
         w.tell(ROOM_SAVED, room(w.room_3, w.cinema_2, 1, "Sala A", 3, 5));
         w.tell(ROOM_SAVED, room(w.room_4, w.cinema_3, 1, "Sala VIP", 4, 4));
-        w.tell(ROOM_SAVED, room(w.room_2, w.cinema_1, 2, "Sala 2 IMAX", 4, 6));
+        w.tell(
+            ROOM_SAVED,
+            room(w.room_2, w.cinema_1, 2, "Sala 2 IMAX", 4, 6),
+        );
         let movie = |movie_id, version, title: &str| MovieSaved {
             movie_id,
             version,
@@ -174,13 +183,24 @@ impl World {
             let starts_at = tomorrow + Duration::days(day);
             w.tell(
                 SHOWTIME_SAVED,
-                showtime(showtime_id, 1, movie_id, room_id, cinema_id, chain_id, starts_at, SCHEDULED),
+                showtime(
+                    showtime_id,
+                    1,
+                    movie_id,
+                    room_id,
+                    cinema_id,
+                    chain_id,
+                    starts_at,
+                    SCHEDULED,
+                ),
             );
         }
         let cancelled = w.showtimes[2];
         w.tell(
             SHOWTIME_SAVED,
-            showtime(cancelled, 2, w.movie_2, w.room_4, w.cinema_3, w.chain_b, tomorrow, CANCELLED),
+            showtime(
+                cancelled, 2, w.movie_2, w.room_4, w.cinema_3, w.chain_b, tomorrow, CANCELLED,
+            ),
         );
         w.tell(
             MOVIE_DELETED,
@@ -192,11 +212,25 @@ impl World {
         let hot = w.showtimes[0];
         w.tell(
             PURCHASE_COMPLETED,
-            purchase(w.purchase_1, hot, w.customer_x, &["B1", "B2"], 1, &["B1", "B2"]),
+            purchase(
+                w.purchase_1,
+                hot,
+                w.customer_x,
+                &["B1", "B2"],
+                1,
+                &["B1", "B2"],
+            ),
         );
         w.tell(
             PURCHASE_COMPLETED,
-            purchase(w.purchase_2, hot, w.customer_y, &["C3"], 2, &["B1", "B2", "C3"]),
+            purchase(
+                w.purchase_2,
+                hot,
+                w.customer_y,
+                &["C3"],
+                2,
+                &["B1", "B2", "C3"],
+            ),
         );
         w.tell(
             PURCHASE_REFUNDED,
@@ -221,7 +255,14 @@ impl World {
         );
         w.tell(
             PURCHASE_COMPLETED,
-            purchase(w.purchase_3, w.showtimes[3], w.customer_x, &["D6"], 1, &["D6"]),
+            purchase(
+                w.purchase_3,
+                w.showtimes[3],
+                w.customer_x,
+                &["D6"],
+                1,
+                &["D6"],
+            ),
         );
         // A kind the read models do not show.
         w.tell("showtime.reminded", serde_json::json!({"showtime_id": hot}));
@@ -240,7 +281,10 @@ impl World {
         let chain_b: ChainView = view(get(Kind::Chain, self.chain_b).await);
         assert_eq!(chain_b.cinemas.len(), 1);
         assert_eq!(chain_b.cinemas[0].name, "Coyoacán Centro");
-        assert!(get(Kind::Chain, self.chain_gone).await.is_none(), "deleted chain");
+        assert!(
+            get(Kind::Chain, self.chain_gone).await.is_none(),
+            "deleted chain"
+        );
 
         let cinema: CinemaView = view(get(Kind::Cinema, self.cinema_1).await);
         assert_eq!(cinema.chain.as_ref().unwrap().name, "Cinemex Platino");
@@ -266,7 +310,10 @@ impl World {
         let imax: ShowtimeView = view(get(Kind::Showtime, self.showtimes[3]).await);
         assert_eq!(imax.room.as_ref().unwrap().name, "Sala 2 IMAX");
         let orphan: ShowtimeView = view(get(Kind::Showtime, self.showtimes[4]).await);
-        assert!(orphan.movie.is_none(), "the deleted movie is no longer shown");
+        assert!(
+            orphan.movie.is_none(),
+            "the deleted movie is no longer shown"
+        );
 
         let seats: SeatMapView = view(get(Kind::SeatMap, self.showtimes[0]).await);
         assert_eq!(seats.version, 3);
