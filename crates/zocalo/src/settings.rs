@@ -28,6 +28,7 @@ pub struct Settings {
     pub reviews: zocalo_reviews::Settings,
     pub catalog: zocalo_catalog::Settings,
     pub orders: zocalo_orders::Settings,
+    pub cinema_query: zocalo_cinema_query::Settings,
     /// How `zocalo serve` announces itself (`kind = "nats"`) and how
     /// instances are found.
     pub discovery: zocalo_discovery::DiscoverySettings,
@@ -54,6 +55,7 @@ impl Default for Settings {
             reviews: zocalo_reviews::Settings::default(),
             catalog: zocalo_catalog::Settings::default(),
             orders: zocalo_orders::Settings::default(),
+            cinema_query: zocalo_cinema_query::Settings::default(),
             discovery: zocalo_discovery::DiscoverySettings::default(),
             live: ProcessLive::default(),
             live_config_file: None,
@@ -101,6 +103,13 @@ impl Settings {
         if self.orders.bus_url == orders_defaults.bus_url {
             self.orders.bus_url = sqlite("bus.db");
         }
+        let cinema_query_defaults = zocalo_cinema_query::Settings::default();
+        if self.cinema_query.database_url == cinema_query_defaults.database_url {
+            self.cinema_query.database_url = sqlite("cinema-query.db");
+        }
+        if self.cinema_query.bus_url == cinema_query_defaults.bus_url {
+            self.cinema_query.bus_url = sqlite("bus.db");
+        }
     }
 
     /// One issuer for every service: the public URL of the gateway.
@@ -114,11 +123,13 @@ impl Settings {
         self.reviews.issuer = public.clone();
         self.catalog.issuer = public.clone();
         self.orders.issuer = public.clone();
+        self.cinema_query.issuer = public.clone();
         self.gateway.issuer = public;
         let audience = self.auth.audience.clone();
         self.reviews.audience = audience.clone();
         self.catalog.audience = audience.clone();
         self.orders.audience = audience.clone();
+        self.cinema_query.audience = audience.clone();
         self.gateway.audience = audience;
     }
 
