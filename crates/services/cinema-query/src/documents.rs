@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
-use zocalo_contracts::cinema::SeatPrice;
+use zocalo_contracts::cinema::{SeatPrice, Ticket};
 
 /// The document sets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -128,18 +128,26 @@ pub struct Doc {
 }
 
 impl Doc {
-    pub fn tombstone(kind: Kind, id: Uuid, version: i64) -> Self {
+    /// A live document with no columns and no body yet.
+    pub fn empty(kind: Kind, id: Uuid, version: i64) -> Self {
         Doc {
             kind,
             id,
             version,
-            deleted: true,
+            deleted: false,
             keys: Keys::default(),
             city: None,
             name: None,
             at: None,
             status: None,
             body: serde_json::Value::Null,
+        }
+    }
+
+    pub fn tombstone(kind: Kind, id: Uuid, version: i64) -> Self {
+        Doc {
+            deleted: true,
+            ..Doc::empty(kind, id, version)
         }
     }
 
@@ -295,16 +303,6 @@ pub struct SeatMapView {
 pub const COMPLETED: &str = "completed";
 pub const REFUNDED: &str = "refunded";
 
-/// One ticket of a purchase.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct TicketView {
-    pub ticket_id: Uuid,
-    pub seat: String,
-    pub class: String,
-    pub price_cents: i64,
-    pub code: String,
-}
-
 /// A customer's purchase with its tickets and the showtime they are for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PurchaseView {
@@ -313,7 +311,9 @@ pub struct PurchaseView {
     pub showtime_id: Option<Uuid>,
     /// `completed` or `refunded`; `None` while only the PDF is known.
     pub status: Option<String>,
-    pub tickets: Vec<TicketView>,
+    /// As the command side issued them; `code` is what the door checks.
+    #[schema(value_type = Vec<Object>)]
+    pub tickets: Vec<Ticket>,
     pub total_cents: i64,
     pub currency: String,
     pub purchased_at: Option<DateTime<Utc>>,

@@ -25,7 +25,7 @@ use zocalo_contracts::cinema::{
 use crate::documents::{
     COMPLETED, ChainView, CinemaCard, CinemaView, Doc, Key, Keys, Kind, MovieRef, MovieView,
     NamedRef, PurchaseView, REFUNDED, RoomView, SeatMapView, ShowtimeCard, ShowtimeRef,
-    ShowtimeView, TicketView,
+    ShowtimeView,
 };
 
 /// A cinema event the read models understand.
@@ -210,7 +210,7 @@ impl Change {
                 &p.seat_map,
                 |view| {
                     view.customer_id = p.customer_id;
-                    view.tickets = p.tickets.iter().map(ticket_view).collect();
+                    view.tickets = p.tickets.clone();
                     view.total_cents = p.total_cents;
                     view.currency = p.currency.clone();
                     view.purchased_at = Some(p.at);
@@ -284,26 +284,13 @@ impl Related<'_> {
 }
 
 /// A document body type and the columns it is found by.
-pub trait View: Serialize + DeserializeOwned {
+pub trait View: Versioned + Serialize + DeserializeOwned {
     const KIND: Kind;
-    fn id(&self) -> Uuid;
-    fn version(&self) -> i64;
     /// Fill the search columns of `doc` from the view.
     fn columns(&self, doc: &mut Doc);
 
     fn into_doc(self) -> Doc {
-        let mut doc = Doc {
-            kind: Self::KIND,
-            id: self.id(),
-            version: self.version(),
-            deleted: false,
-            keys: Keys::default(),
-            city: None,
-            name: None,
-            at: None,
-            status: None,
-            body: serde_json::Value::Null,
-        };
+        let mut doc = Doc::empty(Self::KIND, self.id(), self.version());
         self.columns(&mut doc);
         doc.body = serde_json::to_value(&self).expect("views serialize");
         doc
@@ -312,12 +299,6 @@ pub trait View: Serialize + DeserializeOwned {
 
 impl View for ChainView {
     const KIND: Kind = Kind::Chain;
-    fn id(&self) -> Uuid {
-        self.id
-    }
-    fn version(&self) -> i64 {
-        self.version
-    }
     fn columns(&self, doc: &mut Doc) {
         doc.name = Some(self.name.to_lowercase());
     }
@@ -325,12 +306,6 @@ impl View for ChainView {
 
 impl View for CinemaView {
     const KIND: Kind = Kind::Cinema;
-    fn id(&self) -> Uuid {
-        self.id
-    }
-    fn version(&self) -> i64 {
-        self.version
-    }
     fn columns(&self, doc: &mut Doc) {
         doc.keys.chain_id = Some(self.chain_id);
         doc.city = Some(self.city.to_lowercase());
@@ -340,12 +315,6 @@ impl View for CinemaView {
 
 impl View for RoomView {
     const KIND: Kind = Kind::Room;
-    fn id(&self) -> Uuid {
-        self.id
-    }
-    fn version(&self) -> i64 {
-        self.version
-    }
     fn columns(&self, doc: &mut Doc) {
         doc.keys.cinema_id = Some(self.cinema_id);
         doc.name = Some(self.name.to_lowercase());
@@ -354,12 +323,6 @@ impl View for RoomView {
 
 impl View for MovieView {
     const KIND: Kind = Kind::Movie;
-    fn id(&self) -> Uuid {
-        self.id
-    }
-    fn version(&self) -> i64 {
-        self.version
-    }
     fn columns(&self, doc: &mut Doc) {
         doc.name = Some(self.title.to_lowercase());
     }
@@ -367,12 +330,6 @@ impl View for MovieView {
 
 impl View for ShowtimeView {
     const KIND: Kind = Kind::Showtime;
-    fn id(&self) -> Uuid {
-        self.id
-    }
-    fn version(&self) -> i64 {
-        self.version
-    }
     fn columns(&self, doc: &mut Doc) {
         doc.keys = showtime_keys(self);
         doc.at = Some(self.starts_at);
@@ -380,28 +337,34 @@ impl View for ShowtimeView {
     }
 }
 
-impl View for SeatMapView {
-    const KIND: Kind = Kind::SeatMap;
+impl Versioned for SeatMapView {
     fn id(&self) -> Uuid {
         self.showtime_id
     }
     fn version(&self) -> i64 {
         self.version
     }
+}
+
+impl View for SeatMapView {
+    const KIND: Kind = Kind::SeatMap;
     fn columns(&self, doc: &mut Doc) {
         doc.keys.showtime_id = Some(self.showtime_id);
         doc.keys.room_id = self.showtime.as_ref().map(|s| s.room_id);
     }
 }
 
-impl View for PurchaseView {
-    const KIND: Kind = Kind::Purchase;
+impl Versioned for PurchaseView {
     fn id(&self) -> Uuid {
         self.id
     }
     fn version(&self) -> i64 {
         self.rank()
     }
+}
+
+impl View for PurchaseView {
+    const KIND: Kind = Kind::Purchase;
     fn columns(&self, doc: &mut Doc) {
         if let Some(showtime) = &self.showtime {
             doc.keys = showtime_keys(showtime);
@@ -423,8 +386,9 @@ fn showtime_keys(view: &ShowtimeView) -> Keys {
     }
 }
 
-/// Something with an identity and a version, copied into other documents.
-trait Versioned {
+/// Something with an identity and a version: a document, or a copy of one
+/// inside another.
+pub trait Versioned {
     fn id(&self) -> Uuid;
     fn version(&self) -> i64;
 }
@@ -438,6 +402,9 @@ macro_rules! versioned {
     )*};
 }
 versioned!(
+    ChainView,
+    CinemaView,
+    MovieView,
     NamedRef,
     CinemaCard,
     RoomView,
@@ -471,6 +438,62 @@ fn clear<T: Versioned>(slot: &mut Option<T>, id: Uuid, version: i64) -> bool {
         return true;
     }
     false
+}
+
+/// [`put`] the new copy of aggregate `id`, or [`clear`] it when `new` is
+/// `None` (the aggregate was deleted at `version`).
+fn set<T: Versioned + PartialEq>(
+    slot: &mut Option<T>,
+    id: Uuid,
+    version: i64,
+    new: Option<T>,
+) -> bool {
+    match new {
+        Some(new) => put(slot, new),
+        None => clear(slot, id, version),
+    }
+}
+
+/// The copies of chain `id` in its cinemas, showtimes and purchases, set to
+/// `new` (`None`: deleted).
+fn chain_copies(related: &Related<'_>, id: Uuid, version: i64, new: Option<NamedRef>) -> Vec<Doc> {
+    let mut docs = related.patch::<CinemaView>(Key::Chain, id, |cinema| {
+        set(&mut cinema.chain, id, version, new.clone())
+    });
+    docs.extend(patch_showtimes(related, Key::Chain, id, |s| {
+        set(&mut s.chain, id, version, new.clone())
+    }));
+    docs
+}
+
+/// The copies of cinema `id` in showtimes and purchases.
+fn cinema_copies(
+    related: &Related<'_>,
+    id: Uuid,
+    version: i64,
+    new: Option<CinemaCard>,
+) -> Vec<Doc> {
+    patch_showtimes(related, Key::Cinema, id, |s| {
+        set(&mut s.cinema, id, version, new.clone())
+    })
+}
+
+/// The copies of room `id` in showtimes, purchases and seat maps.
+fn room_copies(related: &Related<'_>, id: Uuid, version: i64, new: Option<&RoomView>) -> Vec<Doc> {
+    let mut docs = patch_showtimes(related, Key::Room, id, |s| {
+        set(&mut s.room, id, version, new.map(room_ref))
+    });
+    docs.extend(related.patch::<SeatMapView>(Key::Room, id, |seats| {
+        set(&mut seats.room, id, version, new.cloned())
+    }));
+    docs
+}
+
+/// The copies of movie `id` in showtimes and purchases.
+fn movie_copies(related: &Related<'_>, id: Uuid, version: i64, new: Option<MovieRef>) -> Vec<Doc> {
+    patch_showtimes(related, Key::Movie, id, |s| {
+        set(&mut s.movie, id, version, new.clone())
+    })
 }
 
 /// Insert or replace `new` in a sorted list unless the list holds it at the
@@ -568,16 +591,6 @@ fn showtime_ref(view: &ShowtimeView) -> ShowtimeRef {
     }
 }
 
-fn ticket_view(ticket: &contract::Ticket) -> TicketView {
-    TicketView {
-        ticket_id: ticket.ticket_id,
-        seat: ticket.seat.clone(),
-        class: ticket.class.clone(),
-        price_cents: ticket.price_cents,
-        code: ticket.code.clone(),
-    }
-}
-
 /// `Key`s a purchase's embedded showtime is found by, patched in place.
 fn patch_purchases(
     related: &Related<'_>,
@@ -603,13 +616,45 @@ fn patch_showtimes(
     docs
 }
 
-fn project_chain(c: &ChainSaved, related: &Related<'_>) -> Vec<Doc> {
-    let mut cinemas: Vec<CinemaCard> = related
-        .with_key::<CinemaView>(Key::Chain, c.chain_id)
-        .filter_map(|doc| doc.view::<CinemaView>())
-        .map(|cinema| cinema_card(&cinema))
+/// `card` of every live `V` document whose `key` is `id`, in `order`: the
+/// list a parent document gathers from its children when it is rebuilt.
+fn gathered<V: View, C>(
+    related: &Related<'_>,
+    key: Key,
+    id: Uuid,
+    card: impl Fn(&V) -> C,
+    order: impl Fn(&C, &C) -> Ordering,
+) -> Vec<C> {
+    let mut cards: Vec<C> = related
+        .with_key::<V>(key, id)
+        .filter_map(|doc| doc.view::<V>())
+        .map(|view| card(&view))
         .collect();
-    cinemas.sort_by(by_name_cinema);
+    cards.sort_by(order);
+    cards
+}
+
+/// Take aggregate `id` out of the list of the parent it had before (the
+/// parent `key` of `own`), if it moved away from it to `new_parent`
+/// (`Uuid::nil()` when it has no parent any more: it was deleted).
+fn leave_old_parent<P: View, T: Versioned>(
+    related: &Related<'_>,
+    own: Option<&Doc>,
+    key: Key,
+    new_parent: Uuid,
+    list: impl FnOnce(&mut P) -> &mut Vec<T>,
+    id: Uuid,
+    version: i64,
+) -> Option<Doc> {
+    let old_parent = own.and_then(|doc| doc.keys.get(key))?;
+    if old_parent == new_parent {
+        return None;
+    }
+    related.patch_one::<P>(old_parent, |parent| remove(list(parent), id, version))
+}
+
+fn project_chain(c: &ChainSaved, related: &Related<'_>) -> Vec<Doc> {
+    let cinemas = gathered(related, Key::Chain, c.chain_id, cinema_card, by_name_cinema);
     let view = ChainView {
         id: c.chain_id,
         version: c.version,
@@ -619,23 +664,23 @@ fn project_chain(c: &ChainSaved, related: &Related<'_>) -> Vec<Doc> {
     };
     let reference = chain_ref(&view);
     let mut docs = vec![view.into_doc()];
-    docs.extend(
-        related.patch::<CinemaView>(Key::Chain, c.chain_id, |cinema| {
-            put(&mut cinema.chain, reference.clone())
-        }),
-    );
-    docs.extend(patch_showtimes(related, Key::Chain, c.chain_id, |s| {
-        put(&mut s.chain, reference.clone())
-    }));
+    docs.extend(chain_copies(
+        related,
+        c.chain_id,
+        c.version,
+        Some(reference),
+    ));
     docs
 }
 
 fn project_cinema(c: &CinemaSaved, own: Option<&Doc>, related: &Related<'_>) -> Vec<Doc> {
-    let mut rooms: Vec<RoomView> = related
-        .with_key::<RoomView>(Key::Cinema, c.cinema_id)
-        .filter_map(Doc::view)
-        .collect();
-    rooms.sort_by(by_name_room);
+    let rooms = gathered(
+        related,
+        Key::Cinema,
+        c.cinema_id,
+        RoomView::clone,
+        by_name_room,
+    );
     let view = CinemaView {
         id: c.cinema_id,
         version: c.version,
@@ -651,16 +696,16 @@ fn project_cinema(c: &CinemaSaved, own: Option<&Doc>, related: &Related<'_>) -> 
     docs.extend(related.patch_one::<ChainView>(c.chain_id, |chain| {
         upsert(&mut chain.cinemas, card.clone(), by_name_cinema)
     }));
-    if let Some(old_chain) = own.and_then(|doc| doc.keys.chain_id)
-        && old_chain != c.chain_id
-    {
-        docs.extend(related.patch_one::<ChainView>(old_chain, |chain| {
-            remove(&mut chain.cinemas, c.cinema_id, c.version)
-        }));
-    }
-    docs.extend(patch_showtimes(related, Key::Cinema, c.cinema_id, |s| {
-        put(&mut s.cinema, card.clone())
-    }));
+    docs.extend(leave_old_parent(
+        related,
+        own,
+        Key::Chain,
+        c.chain_id,
+        |chain: &mut ChainView| &mut chain.cinemas,
+        c.cinema_id,
+        c.version,
+    ));
+    docs.extend(cinema_copies(related, c.cinema_id, c.version, Some(card)));
     docs
 }
 
@@ -681,34 +726,25 @@ fn project_room(r: &RoomSaved, own: Option<&Doc>, related: &Related<'_>) -> Vec<
         capacity: (u32::from(r.rows) * u32::from(r.seats_per_row))
             .saturating_sub(u32::try_from(disabled).unwrap_or(u32::MAX)),
     };
-    let reference = room_ref(&view);
     let mut docs = vec![view.clone().into_doc()];
     docs.extend(related.patch_one::<CinemaView>(r.cinema_id, |cinema| {
         upsert(&mut cinema.rooms, view.clone(), by_name_room)
     }));
-    if let Some(old_cinema) = own.and_then(|doc| doc.keys.cinema_id)
-        && old_cinema != r.cinema_id
-    {
-        docs.extend(related.patch_one::<CinemaView>(old_cinema, |cinema| {
-            remove(&mut cinema.rooms, r.room_id, r.version)
-        }));
-    }
-    docs.extend(patch_showtimes(related, Key::Room, r.room_id, |s| {
-        put(&mut s.room, reference.clone())
-    }));
-    docs.extend(related.patch::<SeatMapView>(Key::Room, r.room_id, |seats| {
-        put(&mut seats.room, view.clone())
-    }));
+    docs.extend(leave_old_parent(
+        related,
+        own,
+        Key::Cinema,
+        r.cinema_id,
+        |cinema: &mut CinemaView| &mut cinema.rooms,
+        r.room_id,
+        r.version,
+    ));
+    docs.extend(room_copies(related, r.room_id, r.version, Some(&view)));
     docs
 }
 
 fn project_movie(m: &MovieSaved, related: &Related<'_>) -> Vec<Doc> {
-    let mut showtimes: Vec<ShowtimeCard> = related
-        .with_key::<ShowtimeView>(Key::Movie, m.movie_id)
-        .filter_map(|doc| doc.view::<ShowtimeView>())
-        .map(|s| showtime_card(&s))
-        .collect();
-    showtimes.sort_by(by_start);
+    let showtimes = gathered(related, Key::Movie, m.movie_id, showtime_card, by_start);
     let view = MovieView {
         id: m.movie_id,
         version: m.version,
@@ -721,9 +757,12 @@ fn project_movie(m: &MovieSaved, related: &Related<'_>) -> Vec<Doc> {
     };
     let reference = movie_ref(&view);
     let mut docs = vec![view.into_doc()];
-    docs.extend(patch_showtimes(related, Key::Movie, m.movie_id, |s| {
-        put(&mut s.movie, reference.clone())
-    }));
+    docs.extend(movie_copies(
+        related,
+        m.movie_id,
+        m.version,
+        Some(reference),
+    ));
     docs
 }
 
@@ -753,13 +792,15 @@ fn project_showtime(s: &ShowtimeSaved, own: Option<&Doc>, related: &Related<'_>)
     docs.extend(related.patch_one::<MovieView>(s.movie_id, |movie| {
         upsert(&mut movie.showtimes, card.clone(), by_start)
     }));
-    if let Some(old_movie) = own.and_then(|doc| doc.keys.movie_id)
-        && old_movie != s.movie_id
-    {
-        docs.extend(related.patch_one::<MovieView>(old_movie, |movie| {
-            remove(&mut movie.showtimes, s.showtime_id, s.version)
-        }));
-    }
+    docs.extend(leave_old_parent(
+        related,
+        own,
+        Key::Movie,
+        s.movie_id,
+        |movie: &mut MovieView| &mut movie.showtimes,
+        s.showtime_id,
+        s.version,
+    ));
     let mut seats = related
         .view::<SeatMapView>(s.showtime_id)
         .unwrap_or_else(|| SeatMapView {
@@ -788,45 +829,34 @@ fn project_showtime(s: &ShowtimeSaved, own: Option<&Doc>, related: &Related<'_>)
 }
 
 fn project_deletion(kind: Kind, d: &Deleted, own: Option<&Doc>, related: &Related<'_>) -> Vec<Doc> {
-    let old = |key| own.and_then(|doc| doc.keys.get(key));
     let mut docs = vec![Doc::tombstone(kind, d.id, d.version)];
     match kind {
-        Kind::Chain => {
-            docs.extend(related.patch::<CinemaView>(Key::Chain, d.id, |cinema| {
-                clear(&mut cinema.chain, d.id, d.version)
-            }));
-            docs.extend(patch_showtimes(related, Key::Chain, d.id, |s| {
-                clear(&mut s.chain, d.id, d.version)
-            }));
-        }
+        Kind::Chain => docs.extend(chain_copies(related, d.id, d.version, None)),
         Kind::Cinema => {
-            if let Some(chain) = old(Key::Chain) {
-                docs.extend(related.patch_one::<ChainView>(chain, |chain| {
-                    remove(&mut chain.cinemas, d.id, d.version)
-                }));
-            }
-            docs.extend(patch_showtimes(related, Key::Cinema, d.id, |s| {
-                clear(&mut s.cinema, d.id, d.version)
-            }));
+            docs.extend(leave_old_parent(
+                related,
+                own,
+                Key::Chain,
+                Uuid::nil(),
+                |chain: &mut ChainView| &mut chain.cinemas,
+                d.id,
+                d.version,
+            ));
+            docs.extend(cinema_copies(related, d.id, d.version, None));
         }
         Kind::Room => {
-            if let Some(cinema) = old(Key::Cinema) {
-                docs.extend(related.patch_one::<CinemaView>(cinema, |cinema| {
-                    remove(&mut cinema.rooms, d.id, d.version)
-                }));
-            }
-            docs.extend(patch_showtimes(related, Key::Room, d.id, |s| {
-                clear(&mut s.room, d.id, d.version)
-            }));
-            docs.extend(related.patch::<SeatMapView>(Key::Room, d.id, |seats| {
-                clear(&mut seats.room, d.id, d.version)
-            }));
+            docs.extend(leave_old_parent(
+                related,
+                own,
+                Key::Cinema,
+                Uuid::nil(),
+                |cinema: &mut CinemaView| &mut cinema.rooms,
+                d.id,
+                d.version,
+            ));
+            docs.extend(room_copies(related, d.id, d.version, None));
         }
-        Kind::Movie => {
-            docs.extend(patch_showtimes(related, Key::Movie, d.id, |s| {
-                clear(&mut s.movie, d.id, d.version)
-            }));
-        }
+        Kind::Movie => docs.extend(movie_copies(related, d.id, d.version, None)),
         Kind::Showtime | Kind::SeatMap | Kind::Purchase => {}
     }
     docs
