@@ -1,6 +1,7 @@
 //! `zocalo up` runs the cinema read side with its projector: events
 //! published on the embedded bus (the SQLite file every service of the
-//! process shares) show up in the read models it serves.
+//! process shares) show up in the read models it serves; and the whole
+//! CineManzana purchase through the gateway, with a rebuild.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -11,8 +12,13 @@ use uuid::Uuid;
 use zocalo_bus::Event;
 use zocalo_contracts::cinema::*;
 
+use serde_json::{Value, json};
+
+use crate::cinema::{created, post};
 use crate::support::{eventually, stdout_lines, wait_for_line};
-use crate::{free_port, tempfile_dir, zocalo};
+use crate::{
+    ADMIN_EMAIL, ADMIN_PASSWORD, Stack, access, free_port, register_and_login, tempfile_dir, zocalo,
+};
 
 fn event(kind: &str, payload: impl Serialize) -> Event {
     Event::new(TOPIC, kind, serde_json::to_value(payload).unwrap())
@@ -184,4 +190,219 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// The original CineManzana flow through the gateway, reads from the query
+/// side and writes to the command side: choose a movie → a showtime → its
+/// cinema → a quantity → seats on the live seat map → pay by card → the
+/// ticket is issued and shows up in "my purchases". Asking for more seats
+/// than are free is a clear 409. Then `zocalo admin rebuild cinema-query`
+/// replays the command side's log into the same read model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cinemanzana_buys_tickets_and_a_rebuild_keeps_the_read_model() {
+    let data = tempfile_dir::Dir::new();
+    let config = data.0.join("zocalo.toml");
+    std::fs::write(
+        &config,
+        "[[auth.clients]]\nclient_id = \"cinema-query\"\nclient_secret = \"rebuild-secret-1\"\n\
+         name = \"cinema-query rebuild\"\nroles = [\"service\"]\n",
+    )
+    .unwrap();
+    let command_port = free_port().to_string();
+    let command_listen = format!("127.0.0.1:{command_port}");
+    let stack = Stack::start_in(
+        &data.0,
+        free_port(),
+        &[
+            ("ZOCALO_CONFIG", config.to_str().unwrap()),
+            ("ZOCALO_CINEMA_COMMAND__LISTEN", &command_listen),
+        ],
+    );
+    let admin = stack.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let admin = access(&admin);
+    let chain = json!({"name": "CineManzana"});
+    let chain = created(&stack, admin, "/api/cinema/chains", chain, "chain_id").await;
+    let cinema = json!({"chain_id": chain, "name": "Manzana Centro", "city": "Puebla", "address": "5 de Mayo 10"});
+    let cinema = created(&stack, admin, "/api/cinema/cinemas", cinema, "cinema_id").await;
+    let room = json!({"cinema_id": cinema, "name": "Sala 1", "rows": 3, "seats_per_row": 4});
+    let room = created(&stack, admin, "/api/cinema/rooms", room, "room_id").await;
+    let movie = json!({"title": "Nosotros los nobles", "duration_min": 108});
+    let movie = created(&stack, admin, "/api/cinema/movies", movie, "movie_id").await;
+    let starts_at = (Utc::now() + Span::days(2))
+        .format("%Y-%m-%dT20:00:00Z")
+        .to_string();
+    let showtime = json!({"movie_id": movie, "room_id": room, "starts_at": starts_at,
+        "prices": [{"class": "standard", "cents": 7500}]});
+    created(
+        &stack,
+        admin,
+        "/api/cinema/showtimes",
+        showtime,
+        "showtime_id",
+    )
+    .await;
+
+    // Choose a movie now showing (the read model catches up within moments).
+    let movies = eventually(
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        async || {
+            let movies = json_of(&stack, "/api/cinema/movies", None).await;
+            (movies["items"].as_array().unwrap().len() == 1)
+                .then_some(movies.clone())
+                .ok_or(format!("{movies}"))
+        },
+    )
+    .await;
+    let chosen = &movies["items"][0];
+    assert_eq!(chosen["title"], "Nosotros los nobles");
+    // → a showtime of it, → the cinema it is at.
+    let showtimes = json_of(
+        &stack,
+        &format!(
+            "/api/cinema/showtimes?movie_id={}",
+            chosen["id"].as_str().unwrap()
+        ),
+        None,
+    )
+    .await;
+    let showtime = &showtimes["items"][0];
+    let showtime_id = showtime["id"].as_str().unwrap().to_owned();
+    assert_eq!(showtime["cinema"]["name"], "Manzana Centro");
+    let cinema_doc = json_of(
+        &stack,
+        &format!(
+            "/api/cinema/cinemas/{}",
+            showtime["cinema_id"].as_str().unwrap()
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(cinema_doc["city"], "Puebla");
+    // → a quantity, → that many free seats from the seat map.
+    let quantity = 2;
+    let seats_path = format!("/api/cinema/showtimes/{showtime_id}/seats");
+    let seat_map = json_of(&stack, &seats_path, None).await;
+    assert_eq!(seat_map["free"], 12);
+    let wanted: Vec<String> = seat_map["rows"][1]["seats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|seat| seat["state"] == "free")
+        .take(quantity)
+        .map(|seat| seat["seat"].as_str().unwrap().to_owned())
+        .collect();
+    // → pay by card: the ticket is issued.
+    let customer = register_and_login(&stack, "lucia@example.com").await;
+    let customer = access(&customer);
+    let purchases = format!("/api/cinema/showtimes/{showtime_id}/purchases");
+    let paid = post(
+        &stack,
+        customer,
+        &purchases,
+        json!({"seats": wanted, "card": "4242424242424242"}),
+    )
+    .await;
+    assert_eq!(paid.status(), 201);
+    let paid: Value = paid.json().await.unwrap();
+    assert_eq!(paid["tickets"].as_array().unwrap().len(), quantity);
+    let purchase_id = paid["purchase_id"].as_str().unwrap().to_owned();
+
+    // The read side shows the sale and the customer's tickets.
+    let mine = eventually(
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        async || {
+            let mine = json_of(&stack, "/api/cinema/purchases", Some(customer)).await;
+            (mine["items"].as_array().unwrap().len() == 1)
+                .then_some(mine.clone())
+                .ok_or(format!("{mine}"))
+        },
+    )
+    .await;
+    assert_eq!(mine["items"][0]["id"], purchase_id.as_str());
+    let codes: Vec<&str> = mine["items"][0]["tickets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes.len(), quantity);
+    let seat_map = json_of(&stack, &seats_path, None).await;
+    assert_eq!(seat_map["sold"], quantity);
+    assert_eq!(seat_map["rows"][1]["seats"][0]["state"], "sold");
+
+    // Another customer cannot see those tickets.
+    let other = register_and_login(&stack, "pablo@example.com").await;
+    let other = stack
+        .http
+        .get(stack.url(&format!("/api/cinema/purchases/{purchase_id}")))
+        .bearer_auth(access(&other))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 404);
+
+    // Quantity larger than the free seats: a clear 409.
+    let too_many = post(
+        &stack,
+        customer,
+        &purchases,
+        json!({"quantity": 11, "card": "4242424242424242"}),
+    )
+    .await;
+    assert_eq!(too_many.status(), 409);
+    let problem: Value = too_many.json().await.unwrap();
+    assert!(
+        problem["detail"].as_str().unwrap().contains("10"),
+        "{problem}"
+    );
+
+    // Rebuild from the command side's log: the same read model.
+    let before = (
+        json_of(&stack, &seats_path, None).await,
+        json_of(&stack, "/api/cinema/purchases", Some(customer)).await,
+        json_of(&stack, "/api/cinema/movies", None).await,
+    );
+    let rebuilt = zocalo()
+        .args(["admin", "rebuild", "cinema-query"])
+        .env("ZOCALO_CONFIG", &config)
+        .env("ZOCALO_DATA_DIR", &data.0)
+        .env(
+            "ZOCALO_CINEMA_QUERY__COMMAND_URL",
+            format!("http://{command_listen}"),
+        )
+        .env("ZOCALO_CINEMA_QUERY__TOKEN_URL", stack.url("/auth/token"))
+        .env("ZOCALO_CINEMA_QUERY__CLIENT_SECRET", "rebuild-secret-1")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&rebuilt.stdout);
+    assert!(
+        rebuilt.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&rebuilt.stderr)
+    );
+    assert!(said.contains("cinema-query: rebuilt from"), "{said}");
+    let after = (
+        json_of(&stack, &seats_path, None).await,
+        json_of(&stack, "/api/cinema/purchases", Some(customer)).await,
+        json_of(&stack, "/api/cinema/movies", None).await,
+    );
+    assert_eq!(after, before);
+    assert!(stack.stop().success());
+}
+
+/// GET through the gateway, as a customer when `token` is given; bypasses
+/// caches so the answer is the read model's.
+async fn json_of(stack: &Stack, path: &str, token: Option<&str>) -> Value {
+    let mut request = stack
+        .http
+        .get(stack.url(path))
+        .header("cache-control", "no-cache");
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), 200, "GET {path}");
+    response.json().await.unwrap()
 }

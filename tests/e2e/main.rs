@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 mod breaker_outage;
 mod bus_outage;
+mod cinema;
 mod cinema_query;
 mod discovery;
 mod distributed;
@@ -504,6 +505,7 @@ fn migrate_applies_migrations_and_exits() {
     assert!(data.0.join("reviews.db").exists());
     assert!(data.0.join("catalog.db").exists());
     assert!(data.0.join("orders.db").exists());
+    assert!(data.0.join("cinema-command.db").exists());
 }
 
 /// GET `/api/books` through the gateway; anything but 200 or 429 fails.

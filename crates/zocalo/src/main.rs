@@ -78,6 +78,7 @@ pub enum Service {
     Reviews,
     Catalog,
     Orders,
+    CinemaCommand,
     CinemaQuery,
 }
 
@@ -90,6 +91,7 @@ impl Service {
             Self::Reviews => "reviews",
             Self::Catalog => "catalog",
             Self::Orders => "orders",
+            Self::CinemaCommand => "cinema-command",
             Self::CinemaQuery => "cinema-query",
         }
     }

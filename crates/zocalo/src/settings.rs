@@ -28,6 +28,7 @@ pub struct Settings {
     pub reviews: zocalo_reviews::Settings,
     pub catalog: zocalo_catalog::Settings,
     pub orders: zocalo_orders::Settings,
+    pub cinema_command: zocalo_cinema_command::Settings,
     pub cinema_query: zocalo_cinema_query::Settings,
     /// How `zocalo serve` announces itself (`kind = "nats"`) and how
     /// instances are found.
@@ -55,6 +56,7 @@ impl Default for Settings {
             reviews: zocalo_reviews::Settings::default(),
             catalog: zocalo_catalog::Settings::default(),
             orders: zocalo_orders::Settings::default(),
+            cinema_command: zocalo_cinema_command::Settings::default(),
             cinema_query: zocalo_cinema_query::Settings::default(),
             discovery: zocalo_discovery::DiscoverySettings::default(),
             live: ProcessLive::default(),
@@ -103,6 +105,13 @@ impl Settings {
         if self.orders.bus_url == orders_defaults.bus_url {
             self.orders.bus_url = sqlite("bus.db");
         }
+        let cinema_defaults = zocalo_cinema_command::Settings::default();
+        if self.cinema_command.database_url == cinema_defaults.database_url {
+            self.cinema_command.database_url = sqlite("cinema-command.db");
+        }
+        if self.cinema_command.bus_url == cinema_defaults.bus_url {
+            self.cinema_command.bus_url = sqlite("bus.db");
+        }
         let cinema_query_defaults = zocalo_cinema_query::Settings::default();
         if self.cinema_query.database_url == cinema_query_defaults.database_url {
             self.cinema_query.database_url = sqlite("cinema-query.db");
@@ -123,12 +132,14 @@ impl Settings {
         self.reviews.issuer = public.clone();
         self.catalog.issuer = public.clone();
         self.orders.issuer = public.clone();
+        self.cinema_command.issuer = public.clone();
         self.cinema_query.issuer = public.clone();
         self.gateway.issuer = public;
         let audience = self.auth.audience.clone();
         self.reviews.audience = audience.clone();
         self.catalog.audience = audience.clone();
         self.orders.audience = audience.clone();
+        self.cinema_command.audience = audience.clone();
         self.cinema_query.audience = audience.clone();
         self.gateway.audience = audience;
     }

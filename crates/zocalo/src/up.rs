@@ -59,7 +59,7 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     let catalog_url = local(catalog.port());
     servers.spawn(catalog.run_until_stopped(shutdown.clone()));
 
-    settings.orders.jwks_url = jwks;
+    settings.orders.jwks_url = jwks.clone();
     settings.orders.catalog_url = catalog_url.clone();
     settings.orders.token_url = format!("{auth_url}/auth/token");
     let orders = zocalo_orders::Application::build(settings.orders.clone())
@@ -76,7 +76,16 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
         Ok(())
     });
 
+    settings.cinema_command.jwks_url = jwks;
+    let cinema_command = zocalo_cinema_command::Application::build(settings.cinema_command.clone())
+        .await
+        .context("starting cinema-command")?;
+    let cinema_command_url = local(cinema_command.port());
+    servers.spawn(cinema_command.run_until_stopped(shutdown.clone()));
+
     settings.cinema_query.jwks_url = format!("{auth_url}/.well-known/jwks.json");
+    settings.cinema_query.command_url = cinema_command_url.clone();
+    settings.cinema_query.token_url = format!("{auth_url}/auth/token");
     let cinema_query = zocalo_cinema_query::Application::build(settings.cinema_query.clone())
         .await
         .context("starting cinema-query")?;
@@ -88,6 +97,7 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
         ("reviews", &reviews_url),
         ("catalog", &catalog_url),
         ("orders", &orders_url),
+        ("cinema-command", &cinema_command_url),
         ("cinema-query", &cinema_query_url),
     ] {
         settings
@@ -142,6 +152,13 @@ pub async fn serve(service: Service, mut settings: Settings) -> anyhow::Result<(
         }
         Service::Orders => {
             let app = zocalo_orders::Application::build(settings.orders.clone()).await?;
+            let port = app.port();
+            servers.spawn(app.run_until_stopped(shutdown.clone()));
+            port
+        }
+        Service::CinemaCommand => {
+            let app =
+                zocalo_cinema_command::Application::build(settings.cinema_command.clone()).await?;
             let port = app.port();
             servers.spawn(app.run_until_stopped(shutdown.clone()));
             port
@@ -319,6 +336,17 @@ pub async fn worker(service: Service, settings: Settings) -> anyhow::Result<()> 
                 Ok(())
             });
         }
+        // The outbox relay and the hold sweeper, which every serving
+        // instance also runs: safe side by side.
+        Service::CinemaCommand => {
+            let worker =
+                zocalo_cinema_command::Worker::build(settings.cinema_command.clone()).await?;
+            let stop = shutdown.clone();
+            servers.spawn(async move {
+                worker.run_until_stopped(stop).await;
+                Ok(())
+            });
+        }
         other => anyhow::bail!("{other:?} has no job consumers"),
     }
     let _live = crate::live::start(&settings, &shutdown)?;
@@ -386,6 +414,12 @@ pub async fn migrate(service: Option<Service>, settings: Settings) -> anyhow::Re
             .await
             .context("migrating orders")?;
         println!("orders: migrations applied");
+    }
+    if wants(Service::CinemaCommand) {
+        zocalo_cinema_command::store::open(&settings.cinema_command.database())
+            .await
+            .context("migrating cinema-command")?;
+        println!("cinema-command: migrations applied");
     }
     if wants(Service::CinemaQuery) {
         zocalo_cinema_query::store::open(&settings.cinema_query.database())

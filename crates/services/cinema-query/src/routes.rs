@@ -442,11 +442,26 @@ fn seat_map_response(seats: SeatMapView) -> Option<SeatMapResponse> {
 async fn get_seats(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
-) -> Result<Json<SeatMapResponse>, QueryError> {
+) -> Result<Response, QueryError> {
     let seats: SeatMapView = one(&state, Kind::SeatMap, id).await?;
     seat_map_response(seats)
-        .map(Json)
+        .map(live)
         .ok_or(QueryError::NotFound)
+}
+
+/// A response that changes with every sale: caches (the gateway's, a
+/// browser's) must revalidate it each time, which the `ETag` makes a cheap
+/// 304 while it has not changed. The instance's own read cache still
+/// serves it, cleared by every projected event.
+fn live<T: Serialize>(body: T) -> Response {
+    (
+        [(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, no-cache"),
+        )],
+        Json(body),
+    )
+        .into_response()
 }
 
 /// What a share link shows: a showtime in a sentence, with where to look
@@ -468,7 +483,7 @@ pub struct ShareView {
 async fn share_showtime(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
-) -> Result<Json<ShareView>, QueryError> {
+) -> Result<Response, QueryError> {
     let showtime: ShowtimeView = one(&state, Kind::Showtime, id).await?;
     let seats = state
         .store
@@ -491,7 +506,7 @@ async fn share_showtime(
         "{title}{place}, {}",
         showtime.starts_at.format("%A %-d %B %Y, %H:%M UTC")
     );
-    Ok(Json(ShareView {
+    Ok(live(ShareView {
         title,
         text,
         showtime_url: format!("/api/cinema/showtimes/{id}"),

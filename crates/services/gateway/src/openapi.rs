@@ -52,6 +52,7 @@ pub(crate) fn document(routes: &RouteTable) -> serde_json::Value {
             serde_json::json!({
                 "prefix": &*r.prefix,
                 "service": &*r.service,
+                "methods": r.methods.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
                 "has_instances": r.has_upstreams(),
             })
         })

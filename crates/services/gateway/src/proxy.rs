@@ -417,7 +417,7 @@ impl Gateway {
 /// The axum handler behind every path the gateway does not serve itself.
 pub(crate) async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let route = gateway.routes.find(parts.uri.path());
+    let route = gateway.routes.find(&parts.method, parts.uri.path());
     let mut response = match gateway.forward(route, parts, body).await {
         Ok(response) => response,
         Err(error) => error.into_response(),

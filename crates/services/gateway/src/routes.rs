@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
+use http::Method;
 use zocalo_http::balance::Balancer;
 
 use crate::bulkhead::Bulkhead;
@@ -30,6 +31,8 @@ pub(crate) struct Route {
     pub balancer: Balancer,
     pub bulkhead: Arc<Bulkhead>,
     pub cache: CacheRoute,
+    /// Empty: every method.
+    pub methods: Box<[Method]>,
 }
 
 impl Route {
@@ -37,9 +40,33 @@ impl Route {
         !self.balancer.is_empty()
     }
 
-    fn matches(&self, path: &str) -> bool {
-        segment_prefix_matches(&self.prefix, path)
+    fn matches(&self, method: &Method, path: &str) -> bool {
+        (self.methods.is_empty() || self.methods.contains(method))
+            && segment_prefix_matches(&self.prefix, path)
     }
+
+    /// Whether two routes claim the same requests: one prefix, and both
+    /// for every method or both for a shared one. A route for some methods
+    /// beside one for all is fine: it comes first.
+    fn overlaps(&self, other: &Route) -> bool {
+        self.prefix == other.prefix
+            && match (self.methods.is_empty(), other.methods.is_empty()) {
+                (true, true) => true,
+                (false, false) => self.methods.iter().any(|m| other.methods.contains(m)),
+                _ => false,
+            }
+    }
+}
+
+/// `["get", "HEAD"]` as methods; an unknown name is a settings error.
+fn parse_methods(prefix: &str, names: &[String]) -> anyhow::Result<Box<[Method]>> {
+    names
+        .iter()
+        .map(|name| {
+            Method::from_bytes(name.trim().to_ascii_uppercase().as_bytes())
+                .with_context(|| format!("route `{prefix}`: `{name}` is not an HTTP method"))
+        })
+        .collect()
 }
 
 /// The state shared by every route of one service.
@@ -158,6 +185,7 @@ impl RouteTable {
                         .min(timeout);
                 let service_name: Arc<str> = r.service.as_str().into();
                 Ok(Route {
+                    methods: parse_methods(&prefix, &r.methods)?,
                     prefix: prefix.into(),
                     cache: CacheRoute::new(&service_name, r.cache),
                     service: service_name,
@@ -168,9 +196,21 @@ impl RouteTable {
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        routes.sort_by_key(|route| std::cmp::Reverse(route.prefix.len()));
-        if let Some(pair) = routes.windows(2).find(|w| w[0].prefix == w[1].prefix) {
-            bail!("route prefix `{}` is configured twice", pair[0].prefix);
+        // Longest prefix first; of one prefix, routes for some methods
+        // before the one for all.
+        routes.sort_by_key(|route| {
+            (
+                std::cmp::Reverse(route.prefix.len()),
+                route.methods.is_empty(),
+            )
+        });
+        for (i, route) in routes.iter().enumerate() {
+            if routes[i + 1..].iter().any(|other| route.overlaps(other)) {
+                bail!(
+                    "route prefix `{}` is configured twice for the same methods",
+                    route.prefix
+                );
+            }
         }
         let upstreams = Upstreams {
             services: Arc::new(
@@ -190,9 +230,9 @@ impl RouteTable {
         &self.upstreams
     }
 
-    /// The route for `path` (without the query string).
-    pub fn find(&self, path: &str) -> Option<&Route> {
-        self.routes.iter().find(|r| r.matches(path))
+    /// The route for a `method` on `path` (without the query string).
+    pub fn find(&self, method: &Method, path: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| r.matches(method, path))
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Route> {
@@ -271,7 +311,7 @@ mod tests {
     }
 
     fn found<'a>(table: &'a RouteTable, path: &str) -> Option<&'a str> {
-        table.find(path).map(|r| &*r.prefix)
+        table.find(&Method::GET, path).map(|r| &*r.prefix)
     }
 
     #[test]
@@ -291,6 +331,32 @@ mod tests {
         assert_eq!(found(&table, "/api/reviews/2"), Some("/api/reviews"));
         assert_eq!(found(&table, "/api/books"), Some("/api"));
         assert_eq!(found(&table, "/index.html"), Some("/"));
+    }
+
+    #[test]
+    fn one_prefix_can_be_split_by_method() {
+        let routes = vec![
+            RouteSettings::new("/api/cinema", "command"),
+            RouteSettings::new("/api/cinema", "query").with_methods(&["get", "HEAD"]),
+        ];
+        let table = RouteTable::new(&settings_with(routes)).unwrap();
+        let service = |method: Method| {
+            table
+                .find(&method, "/api/cinema/showtimes/1")
+                .map(|r| r.service.to_string())
+        };
+        assert_eq!(service(Method::GET).as_deref(), Some("query"));
+        assert_eq!(service(Method::HEAD).as_deref(), Some("query"));
+        for method in [Method::POST, Method::PATCH, Method::PUT, Method::DELETE] {
+            assert_eq!(service(method).as_deref(), Some("command"));
+        }
+        let overlapping = vec![
+            RouteSettings::new("/a", "x").with_methods(&["GET", "POST"]),
+            RouteSettings::new("/a", "y").with_methods(&["POST"]),
+        ];
+        assert!(RouteTable::new(&settings_with(overlapping)).is_err());
+        let unknown = vec![RouteSettings::new("/a", "x").with_methods(&["G ET"])];
+        assert!(RouteTable::new(&settings_with(unknown)).is_err());
     }
 
     #[test]
@@ -337,20 +403,20 @@ mod tests {
             "the union of the routes' lists"
         );
         assert_eq!(
-            table.find("/b").unwrap().try_timeout,
+            table.find(&Method::GET, "/b").unwrap().try_timeout,
             Duration::from_millis(100),
             "a try never outlasts its request"
         );
 
         upstreams.set("x", &["http://three:3".into()]).unwrap();
         for prefix in ["/a", "/b"] {
-            let route = table.find(prefix).unwrap();
+            let route = table.find(&Method::GET, prefix).unwrap();
             let pick = route.balancer.pick(&[]).unwrap();
             assert_eq!(pick.endpoint().url(), "http://three:3");
         }
-        assert!(!table.find("/c").unwrap().has_upstreams());
+        assert!(!table.find(&Method::GET, "/c").unwrap().has_upstreams());
         upstreams.set("y", &["http://four:4".into()]).unwrap();
-        assert!(table.find("/c").unwrap().has_upstreams());
+        assert!(table.find(&Method::GET, "/c").unwrap().has_upstreams());
         assert!(upstreams.set("nobody", &[]).is_err());
         assert!(upstreams.set("x", &["ftp://x".into()]).is_err());
         assert_eq!(upstreams.get("x").unwrap(), ["http://three:3"]);

@@ -40,6 +40,11 @@ pub struct RouteSettings {
     /// shared-cacheable (see [`CacheSettings`]).
     #[serde(default = "enabled")]
     pub cache: bool,
+    /// The HTTP methods this route takes (`["GET", "HEAD"]`); empty takes
+    /// every method. Routes with the same prefix split it by method, e.g.
+    /// reads to a query service and writes to a command service.
+    #[serde(default)]
+    pub methods: Vec<String>,
 }
 
 fn enabled() -> bool {
@@ -85,7 +90,14 @@ impl RouteSettings {
             timeout_ms: None,
             try_timeout_ms: None,
             cache: true,
+            methods: Vec::new(),
         }
+    }
+
+    /// The same route, for `methods` only.
+    pub fn with_methods(mut self, methods: &[&str]) -> Self {
+        self.methods = methods.iter().map(|m| (*m).to_owned()).collect();
+        self
     }
 }
 
@@ -199,6 +211,12 @@ fn default_routes() -> Vec<RouteSettings> {
     ]
     .into_iter()
     .map(|(prefix, service)| RouteSettings::new(prefix, service))
+    // The cinema is split by CQRS: reads from the query side, every other
+    // method to the command side.
+    .chain([
+        RouteSettings::new("/api/cinema", "cinema-query").with_methods(&["GET", "HEAD"]),
+        RouteSettings::new("/api/cinema", "cinema-command"),
+    ])
     .collect()
 }
 
@@ -434,7 +452,7 @@ timeout_ms = 5000
     fn partial_config_keeps_defaults() {
         let settings: Settings = serde_json::from_str(r#"{"hsts": true}"#).unwrap();
         assert!(settings.hsts);
-        assert_eq!(settings.routes.len(), 10);
+        assert_eq!(settings.routes.len(), 12);
         assert_eq!(settings.max_header_bytes, 16 * 1024);
     }
 

@@ -134,15 +134,11 @@ impl OrderInput {
         if provider.is_none() {
             fail("provider", "must be one of dhl, fedex, envia, servientrega");
         }
-        let card: String = self
-            .card
-            .chars()
-            .filter(|c| !c.is_whitespace() && *c != '-')
-            .collect();
-        if !crate::payment::is_valid_card(&card) {
+        let card = crate::payment::normalize_card(&self.card);
+        if card.is_none() {
             fail("card", "is not a valid card number");
         }
-        let (Some(provider), true) = (provider, errors.is_empty()) else {
+        let (Some(provider), Some(card), true) = (provider, card, errors.is_empty()) else {
             return Err(Problem::invalid_fields(errors));
         };
         let request_hash = request_hash(&lines, &address, provider, &card);
@@ -153,7 +149,7 @@ impl OrderInput {
             shipping_address: address,
             provider,
             card_token: crate::payment::tokenize(&card),
-            card_last4: card[card.len() - 4..].to_owned(),
+            card_last4: crate::payment::last4(&card),
             created_at: Utc::now(),
             request_hash,
         })

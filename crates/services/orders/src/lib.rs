@@ -11,10 +11,12 @@
 mod app;
 pub mod catalog;
 pub mod domain;
-pub mod payment;
 mod routes;
 mod saga;
 pub mod store;
+
+/// The card processor and ledger, shared with every service that sells.
+pub use zocalo_payments as payment;
 
 pub use app::{Application, Clients, Settings, Worker};
 pub use zocalo_http::service_auth::ServiceAuth;

@@ -33,7 +33,7 @@ use zocalo_contracts::orders::{self as contract, OrderChanged, OrderJob, OrderPa
 
 use crate::catalog::{CatalogClient, Committed, Reserved, Returned};
 use crate::domain::{Order, Provider};
-use crate::payment::{ChargeOutcome, PaymentProcessor};
+use crate::payment::{Charge, ChargeOutcome, PaymentProcessor};
 use crate::store::OrdersStore;
 
 /// Enough for every step of the table above plus a margin.
@@ -205,13 +205,13 @@ impl Saga {
         let currency = order.currency.clone().unwrap_or_default();
         let outcome = self
             .payments
-            .charge(
-                order.id,
-                amount,
-                &currency,
-                &order.card_token,
-                &order.card_last4,
-            )
+            .charge(Charge {
+                key: order.id,
+                amount_cents: amount,
+                currency: &currency,
+                card_token: &order.card_token,
+                card_last4: &order.card_last4,
+            })
             .await
             .map_err(retry)?;
         match outcome {

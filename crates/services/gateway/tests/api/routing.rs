@@ -65,6 +65,45 @@ async fn paths_go_to_the_service_owning_their_prefix() {
     assert_eq!(other.hits(), 2);
 }
 
+/// The default cinema routes: reads to the query side, writes to the
+/// command side; a side with no instance answers 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cinema_reads_and_writes_go_to_their_own_sides() {
+    let tokens = TestTokens::new();
+    let reviews = spawn_upstream("reviews", &tokens).await;
+    let query = spawn_upstream("cinema-query", &tokens).await;
+    let command = spawn_upstream("cinema-command", &tokens).await;
+    let mut settings = settings(&reviews.url);
+    settings.set_upstreams("cinema-query", std::slice::from_ref(&query.url));
+    settings.set_upstreams("cinema-command", std::slice::from_ref(&command.url));
+    let gateway = spawn_gateway(settings).await;
+    let path = "/api/cinema/showtimes/1";
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{}{path}", gateway.port);
+    for (method, side) in [
+        (reqwest::Method::GET, "cinema-query"),
+        (reqwest::Method::HEAD, "cinema-query"),
+        (reqwest::Method::POST, "cinema-command"),
+        (reqwest::Method::PATCH, "cinema-command"),
+        (reqwest::Method::PUT, "cinema-command"),
+        (reqwest::Method::DELETE, "cinema-command"),
+    ] {
+        let response = client.request(method.clone(), &url).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{method}");
+        assert_eq!(header(&response, "x-echo-upstream"), Some(side), "{method}");
+    }
+    assert_eq!((query.hits(), command.hits(), reviews.hits()), (2, 4, 0));
+
+    gateway.upstreams.set("cinema-query", &[]).unwrap();
+    let read = gateway.client.get(path).send().await.unwrap();
+    expect_problem(read, 503).await;
+    assert_eq!(
+        command.hits(),
+        4,
+        "a read never falls through to the command side"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_paths_are_404_problems_that_reach_nobody() {
     let (gateway, upstream, _) = gateway_over_reviews().await;

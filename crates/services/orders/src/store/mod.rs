@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 use zocalo_bus::outbox::{Message, Source};
 use zocalo_contracts::orders::OrderPaid;
+use zocalo_payments::ChargeLedger;
 use zocalo_store::{DatabaseSettings, Engine, StoreError};
 
 use crate::domain::{Line, NewOrder, Order, Sale};
@@ -37,7 +38,8 @@ pub enum Created {
 }
 
 #[async_trait]
-pub trait OrdersStore: Send + Sync + 'static {
+/// The store is also the card processor's ledger (`payment_charges`).
+pub trait OrdersStore: ChargeLedger {
     /// Insert the order, its idempotency key and `messages`, atomically.
     async fn create_order(
         &self,
@@ -93,19 +95,6 @@ pub trait OrdersStore: Send + Sync + 'static {
         now: DateTime<Utc>,
         messages: NextMessages,
     ) -> Result<Option<String>, StoreError>;
-
-    /// The payment ledger: store `status` for `key` unless it has an entry;
-    /// return the entry's status either way.
-    async fn record_charge(
-        &self,
-        key: Uuid,
-        amount_cents: i64,
-        currency: &str,
-        card_last4: &str,
-        status: &str,
-    ) -> Result<String, StoreError>;
-    async fn refund_charge(&self, key: Uuid) -> Result<bool, StoreError>;
-    async fn charges(&self, key: Uuid) -> Result<Vec<String>, StoreError>;
 
     /// Project an `order.paid` event into the sales table once per event id.
     async fn record_sale(&self, event_id: Uuid, paid: &OrderPaid) -> Result<bool, StoreError>;

@@ -5,6 +5,8 @@ use uuid::Uuid;
 use zocalo_bus::inbox;
 use zocalo_bus::outbox::{self, Message, Source};
 use zocalo_contracts::orders::OrderPaid;
+use zocalo_payments::Charge;
+use zocalo_payments::ledger::{self, ChargeLedger};
 use zocalo_store::{DatabaseSettings, PgPools, StoreError};
 
 use super::{Created, NextMessages, OrdersStore, next_shipment_step};
@@ -110,6 +112,24 @@ async fn write_messages(tx: &Transaction<'_>, messages: &[Message]) -> Result<()
         outbox::insert_postgres(tx, message).await?;
     }
     Ok(())
+}
+
+#[async_trait]
+impl ChargeLedger for PostgresStore {
+    async fn record_charge(&self, charge: &Charge<'_>, status: &str) -> Result<String, StoreError> {
+        let client = self.pools.writer().await?;
+        ledger::record_postgres(&**client, charge, status).await
+    }
+
+    async fn refund_charge(&self, key: Uuid) -> Result<bool, StoreError> {
+        let client = self.pools.writer().await?;
+        ledger::refund_postgres(&**client, key).await
+    }
+
+    async fn charges(&self, key: Uuid) -> Result<Vec<String>, StoreError> {
+        let client = self.pools.writer().await?;
+        ledger::charges_postgres(&**client, key).await
+    }
 }
 
 #[async_trait]
@@ -318,53 +338,6 @@ impl OrdersStore for PostgresStore {
         write_messages(&tx, &messages(next)).await?;
         tx.commit().await?;
         Ok(Some(next.to_owned()))
-    }
-
-    async fn record_charge(
-        &self,
-        key: Uuid,
-        amount_cents: i64,
-        currency: &str,
-        card_last4: &str,
-        status: &str,
-    ) -> Result<String, StoreError> {
-        let client = self.pools.writer().await?;
-        client
-            .execute(
-                "INSERT INTO payment_charges (idempotency_key, amount_cents, currency, card_last4, status, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (idempotency_key) DO NOTHING",
-                &[&key, &amount_cents, &currency, &card_last4, &status, &Utc::now()],
-            )
-            .await?;
-        let row = client
-            .query_one(
-                "SELECT status FROM payment_charges WHERE idempotency_key = $1",
-                &[&key],
-            )
-            .await?;
-        Ok(row.get(0))
-    }
-
-    async fn refund_charge(&self, key: Uuid) -> Result<bool, StoreError> {
-        let client = self.pools.writer().await?;
-        Ok(client
-            .execute(
-                "UPDATE payment_charges SET status = 'refunded' WHERE idempotency_key = $1 AND status = 'captured'",
-                &[&key],
-            )
-            .await?
-            > 0)
-    }
-
-    async fn charges(&self, key: Uuid) -> Result<Vec<String>, StoreError> {
-        let client = self.pools.writer().await?;
-        let rows = client
-            .query(
-                "SELECT status FROM payment_charges WHERE idempotency_key = $1",
-                &[&key],
-            )
-            .await?;
-        Ok(rows.iter().map(|row| row.get(0)).collect())
     }
 
     async fn record_sale(&self, event_id: Uuid, paid: &OrderPaid) -> Result<bool, StoreError> {

@@ -7,6 +7,8 @@ use uuid::Uuid;
 use zocalo_bus::inbox;
 use zocalo_bus::outbox::{self, Message, Source};
 use zocalo_contracts::orders::OrderPaid;
+use zocalo_payments::Charge;
+use zocalo_payments::ledger::{self, ChargeLedger, OwnedCharge};
 use zocalo_store::{SqlitePool, StoreError};
 
 use super::{Created, NextMessages, OrdersStore, next_shipment_step};
@@ -97,6 +99,28 @@ fn write_messages(tx: &Transaction<'_>, messages: &[Message]) -> Result<(), Stor
         outbox::insert_sqlite(tx, message)?;
     }
     Ok(())
+}
+
+#[async_trait]
+impl ChargeLedger for SqliteStore {
+    async fn record_charge(&self, charge: &Charge<'_>, status: &str) -> Result<String, StoreError> {
+        let (charge, status) = (OwnedCharge::from(charge), status.to_owned());
+        self.pool
+            .write(move |conn| ledger::record_sqlite(conn, &charge.as_charge(), &status))
+            .await
+    }
+
+    async fn refund_charge(&self, key: Uuid) -> Result<bool, StoreError> {
+        self.pool
+            .write(move |conn| ledger::refund_sqlite(conn, key))
+            .await
+    }
+
+    async fn charges(&self, key: Uuid) -> Result<Vec<String>, StoreError> {
+        self.pool
+            .read(move |conn| ledger::charges_sqlite(conn, key))
+            .await
+    }
 }
 
 #[async_trait]
@@ -293,53 +317,6 @@ impl OrdersStore for SqliteStore {
                 write_messages(&tx, &messages(next))?;
                 tx.commit()?;
                 Ok(Some(next.to_owned()))
-            })
-            .await
-    }
-
-    async fn record_charge(
-        &self,
-        key: Uuid,
-        amount_cents: i64,
-        currency: &str,
-        card_last4: &str,
-        status: &str,
-    ) -> Result<String, StoreError> {
-        let (currency, last4, status) = (
-            currency.to_owned(),
-            card_last4.to_owned(),
-            status.to_owned(),
-        );
-        self.pool
-            .write(move |conn| {
-                conn.execute(
-                    "INSERT INTO payment_charges (idempotency_key, amount_cents, currency, card_last4, status, created_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (idempotency_key) DO NOTHING",
-                    params![key, amount_cents, currency, last4, status, Utc::now()],
-                )?;
-                Ok(conn.query_row("SELECT status FROM payment_charges WHERE idempotency_key = ?1", [key], |row| row.get(0))?)
-            })
-            .await
-    }
-
-    async fn refund_charge(&self, key: Uuid) -> Result<bool, StoreError> {
-        self.pool
-            .write(move |conn| {
-                Ok(conn.execute(
-                    "UPDATE payment_charges SET status = 'refunded' WHERE idempotency_key = ?1 AND status = 'captured'",
-                    [key],
-                )? > 0)
-            })
-            .await
-    }
-
-    async fn charges(&self, key: Uuid) -> Result<Vec<String>, StoreError> {
-        self.pool
-            .read(move |conn| {
-                let mut statement =
-                    conn.prepare("SELECT status FROM payment_charges WHERE idempotency_key = ?1")?;
-                let rows = statement.query_map([key], |row| row.get(0))?;
-                Ok(rows.collect::<Result<_, _>>()?)
             })
             .await
     }

@@ -6,6 +6,7 @@ use chrono::Utc;
 use uuid::Uuid;
 use zocalo_contracts::orders::{OrderPaid, SoldItem};
 use zocalo_orders::domain::{ItemInput, OrderInput};
+use zocalo_orders::payment::Charge;
 use zocalo_orders::store::{self, Created, OrdersStore};
 use zocalo_store::DatabaseSettings;
 use zocalo_testkit::{Backend, TestDatabase, backend_tests};
@@ -51,7 +52,16 @@ async fn one_charge_per_order_whatever_the_retries(backend: Backend) {
             let wanted = if i % 2 == 0 { "captured" } else { "declined" };
             tokio::spawn(async move {
                 store
-                    .record_charge(key, 1250, "USD", "4242", wanted)
+                    .record_charge(
+                        &Charge {
+                            key,
+                            amount_cents: 1250,
+                            currency: "USD",
+                            card_token: "tok_1",
+                            card_last4: "4242",
+                        },
+                        wanted,
+                    )
                     .await
                     .unwrap()
             })
