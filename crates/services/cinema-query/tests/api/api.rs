@@ -301,4 +301,6 @@ async fn bad_queries_are_problems(backend: Backend) {
     expect_problem(not_an_id, 404).await;
     let post = app.api.post("/api/cinema/chains").send().await.unwrap();
     expect_problem(post, 405).await;
+    let openapi = json(app.api.get("/openapi.json").send().await.unwrap()).await;
+    assert!(openapi["paths"]["/api/cinema/showtimes/{id}/seats"]["get"].is_object());
 }
