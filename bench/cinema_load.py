@@ -98,7 +98,6 @@ def main():
     def buyer(index):
         conn = connect(args.base)
         token = tokens[index % len(tokens)]
-        n = 0
         while time.monotonic() < deadline and sold_out_at[0] is None:
             t0 = time.monotonic()
             headers = {"authorization": f"Bearer {token}", "idempotency-key": str(uuid.uuid4())}
@@ -113,8 +112,7 @@ def main():
             with lock:
                 if status == 201:
                     buys.append(elapsed)
-                    n += 1
-                    if n % 10 == 0:
+                    if len(buys) % 10 == 0:
                         seat = json.loads(data)["tickets"][0]["seat"]
                         watch.append((seat, done))
                 elif status == 409:
