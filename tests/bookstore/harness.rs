@@ -288,7 +288,7 @@ impl BookStore {
         let store = zocalo_orders::store::open(&self.orders_settings.database())
             .await
             .unwrap();
-        store.charges(order).await.unwrap()
+        store.ledger().charges(order).await.unwrap()
     }
 }
 

@@ -276,7 +276,11 @@ impl Shop {
         .unwrap();
         for order in orders {
             assert_eq!(
-                store.charges(order.parse().unwrap()).await.unwrap(),
+                store
+                    .ledger()
+                    .charges(order.parse().unwrap())
+                    .await
+                    .unwrap(),
                 ["captured"],
                 "order {order} charged exactly once"
             );

@@ -469,7 +469,11 @@ async fn a_process_killed_mid_payment_resumes_and_charges_once() {
     .await
     .unwrap();
     assert_eq!(
-        orders.charges(order.parse().unwrap()).await.unwrap(),
+        orders
+            .ledger()
+            .charges(order.parse().unwrap())
+            .await
+            .unwrap(),
         ["captured"]
     );
     assert!(second.stop().success());

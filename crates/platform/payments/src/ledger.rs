@@ -3,13 +3,14 @@
 //! outcome recorded for a key is the one every retry reads back.
 //!
 //! Services create the table with [`SQLITE_TABLE`] / [`POSTGRES_TABLE`] in
-//! a migration and implement [`ChargeLedger`] with the functions below.
+//! a migration; the ledger is then their store's pool, which implements
+//! [`ChargeLedger`] here for both engines.
 
 use async_trait::async_trait;
 use chrono::Utc;
 use rusqlite::params;
 use uuid::Uuid;
-use zocalo_store::StoreError;
+use zocalo_store::{PgPools, SqlitePool, StoreError};
 
 use crate::Charge;
 
@@ -53,12 +54,12 @@ pub trait ChargeLedger: Send + Sync + 'static {
 
 /// A [`Charge`] that owns its strings, to move into a blocking task.
 #[derive(Debug, Clone)]
-pub struct OwnedCharge {
-    pub key: Uuid,
-    pub amount_cents: i64,
-    pub currency: String,
-    pub card_token: String,
-    pub card_last4: String,
+struct OwnedCharge {
+    key: Uuid,
+    amount_cents: i64,
+    currency: String,
+    card_token: String,
+    card_last4: String,
 }
 
 impl From<&Charge<'_>> for OwnedCharge {
@@ -74,7 +75,7 @@ impl From<&Charge<'_>> for OwnedCharge {
 }
 
 impl OwnedCharge {
-    pub fn as_charge(&self) -> Charge<'_> {
+    fn as_charge(&self) -> Charge<'_> {
         Charge {
             key: self.key,
             amount_cents: self.amount_cents,
@@ -85,7 +86,7 @@ impl OwnedCharge {
     }
 }
 
-pub fn record_sqlite(
+fn record_sqlite(
     conn: &rusqlite::Connection,
     charge: &Charge<'_>,
     status: &str,
@@ -102,21 +103,21 @@ pub fn record_sqlite(
     )?)
 }
 
-pub fn refund_sqlite(conn: &rusqlite::Connection, key: Uuid) -> Result<bool, StoreError> {
+fn refund_sqlite(conn: &rusqlite::Connection, key: Uuid) -> Result<bool, StoreError> {
     Ok(conn.execute(
         "UPDATE payment_charges SET status = 'refunded' WHERE idempotency_key = ?1 AND status = 'captured'",
         [key],
     )? > 0)
 }
 
-pub fn charges_sqlite(conn: &rusqlite::Connection, key: Uuid) -> Result<Vec<String>, StoreError> {
+fn charges_sqlite(conn: &rusqlite::Connection, key: Uuid) -> Result<Vec<String>, StoreError> {
     let mut statement =
         conn.prepare_cached("SELECT status FROM payment_charges WHERE idempotency_key = ?1")?;
     let rows = statement.query_map([key], |row| row.get(0))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-pub async fn record_postgres<C: tokio_postgres::GenericClient>(
+async fn record_postgres<C: tokio_postgres::GenericClient>(
     client: &C,
     charge: &Charge<'_>,
     status: &str,
@@ -137,7 +138,7 @@ pub async fn record_postgres<C: tokio_postgres::GenericClient>(
     Ok(row.get(0))
 }
 
-pub async fn refund_postgres<C: tokio_postgres::GenericClient>(
+async fn refund_postgres<C: tokio_postgres::GenericClient>(
     client: &C,
     key: Uuid,
 ) -> Result<bool, StoreError> {
@@ -150,7 +151,7 @@ pub async fn refund_postgres<C: tokio_postgres::GenericClient>(
         > 0)
 }
 
-pub async fn charges_postgres<C: tokio_postgres::GenericClient>(
+async fn charges_postgres<C: tokio_postgres::GenericClient>(
     client: &C,
     key: Uuid,
 ) -> Result<Vec<String>, StoreError> {
@@ -161,4 +162,41 @@ pub async fn charges_postgres<C: tokio_postgres::GenericClient>(
         )
         .await?;
     Ok(rows.iter().map(|row| row.get(0)).collect())
+}
+
+#[async_trait]
+impl ChargeLedger for SqlitePool {
+    async fn record_charge(&self, charge: &Charge<'_>, status: &str) -> Result<String, StoreError> {
+        let (charge, status) = (OwnedCharge::from(charge), status.to_owned());
+        self.write(move |conn| record_sqlite(conn, &charge.as_charge(), &status))
+            .await
+    }
+
+    async fn refund_charge(&self, key: Uuid) -> Result<bool, StoreError> {
+        self.write(move |conn| refund_sqlite(conn, key)).await
+    }
+
+    async fn charges(&self, key: Uuid) -> Result<Vec<String>, StoreError> {
+        self.read(move |conn| charges_sqlite(conn, key)).await
+    }
+}
+
+/// On the primary: a charge is a write, and its outcome is read back
+/// where it was written.
+#[async_trait]
+impl ChargeLedger for PgPools {
+    async fn record_charge(&self, charge: &Charge<'_>, status: &str) -> Result<String, StoreError> {
+        let client = self.writer().await?;
+        record_postgres(&**client, charge, status).await
+    }
+
+    async fn refund_charge(&self, key: Uuid) -> Result<bool, StoreError> {
+        let client = self.writer().await?;
+        refund_postgres(&**client, key).await
+    }
+
+    async fn charges(&self, key: Uuid) -> Result<Vec<String>, StoreError> {
+        let client = self.writer().await?;
+        charges_postgres(&**client, key).await
+    }
 }

@@ -77,7 +77,7 @@ impl Settings {
 
     fn payments(&self, store: &Arc<dyn CinemaStore>) -> Arc<dyn PaymentProcessor> {
         Arc::new(SimulatedProcessor::new(
-            store.clone(),
+            store.ledger(),
             self.payment_decline_rate,
             Duration::from_millis(self.payment_latency_ms),
         ))

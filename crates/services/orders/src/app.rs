@@ -245,7 +245,7 @@ impl Worker {
         let store = store::open(&settings.database()).await?;
         let bus = zocalo_bus::connect(&settings.bus_url).await?;
         let payments = Arc::new(SimulatedProcessor::new(
-            store.clone(),
+            store.ledger(),
             settings.payment_decline_rate,
             Duration::from_millis(settings.payment_latency_ms),
         ));

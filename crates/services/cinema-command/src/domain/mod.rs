@@ -503,6 +503,11 @@ pub fn ends_at(starts_at: DateTime<Utc>, movie: &MovieSaved, room: &Room) -> Dat
         + chrono::Duration::minutes(i64::from(movie.duration_min) + i64::from(room.cleaning_min))
 }
 
+/// Showtimes are scheduled (or moved) into the future only.
+fn future(errors: &mut Errors, starts_at: DateTime<Utc>) {
+    errors.check(starts_at > Utc::now(), "starts_at", "must be in the future");
+}
+
 impl ShowtimeInput {
     pub fn validate(
         self,
@@ -510,6 +515,7 @@ impl ShowtimeInput {
         default_currency: &str,
     ) -> Result<ShowtimeSaved, Problem> {
         let mut errors = Errors::default();
+        future(&mut errors, self.starts_at);
         let showtime = ShowtimeSaved {
             showtime_id: Uuid::now_v7(),
             version: 1,
@@ -537,10 +543,13 @@ impl ShowtimePatch {
         at: ShowtimeContext<'_>,
     ) -> Result<ShowtimeSaved, Problem> {
         let mut errors = Errors::default();
+        // Only a move takes the movie's and room's current lengths: a
+        // scheduled showtime keeps its end when they change.
         if let Some(starts_at) = self.starts_at {
+            future(&mut errors, starts_at);
             showtime.starts_at = starts_at;
+            showtime.ends_at = ends_at(starts_at, at.movie, at.room);
         }
-        showtime.ends_at = ends_at(showtime.starts_at, at.movie, at.room);
         if let Some(list) = self.prices {
             showtime.prices = prices(&mut errors, &list);
         }

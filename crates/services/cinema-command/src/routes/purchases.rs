@@ -56,6 +56,10 @@ fn refused(refusal: Refusal, request: &SeatRequest) -> CinemaError {
             count("not_scheduled");
             CinemaError::State("the showtime is cancelled".into())
         }
+        Refusal::Started => {
+            count("started");
+            CinemaError::State("the showtime has started; sales are closed".into())
+        }
         Refusal::Unsellable(seats) => CinemaError::Unsellable(seats),
         Refusal::Taken(seats) => {
             count("taken");

@@ -126,9 +126,13 @@ pub enum Saved {
 pub enum Refusal {
     NoShowtime,
     NotScheduled,
+    /// Sales close when the showtime starts.
+    Started,
     Unsellable(Vec<(String, Unsellable)>),
     Taken(Vec<String>),
-    NotEnough { free: usize },
+    NotEnough {
+        free: usize,
+    },
 }
 
 /// What `hold` did.
@@ -145,7 +149,7 @@ pub enum Held {
 }
 
 #[async_trait]
-pub trait CinemaStore: ChargeLedger {
+pub trait CinemaStore: Send + Sync + 'static {
     /// The document of an aggregate.
     async fn load(&self, kind: Kind, id: Uuid) -> Result<Option<Value>, StoreError>;
     /// Insert (version 1) or update (version n over n − 1) the aggregate and
@@ -184,6 +188,8 @@ pub trait CinemaStore: ChargeLedger {
     /// Events with `seq > after`, in order, at most `limit`.
     async fn events_after(&self, after: i64, limit: u32) -> Result<Vec<LoggedEvent>, StoreError>;
 
+    /// The card processor's ledger (`payment_charges`), in this database.
+    fn ledger(&self) -> Arc<dyn ChargeLedger>;
     /// Where the outbox relay reads.
     fn outbox(&self) -> Source;
     async fn ping(&self) -> Result<(), StoreError>;
@@ -207,6 +213,17 @@ pub(crate) struct Venue {
 }
 
 impl Venue {
+    /// Why this showtime sells nothing at `now`, if it does not.
+    pub fn closed(&self, now: DateTime<Utc>) -> Option<Refusal> {
+        if self.showtime.status != SCHEDULED {
+            Some(Refusal::NotScheduled)
+        } else if self.showtime.starts_at <= now {
+            Some(Refusal::Started)
+        } else {
+            None
+        }
+    }
+
     pub fn parse(showtime: Value, room: Value) -> Result<Self, StoreError> {
         let showtime: ShowtimeSaved = from_doc(showtime)?;
         let room: Room = from_doc(room)?;
@@ -340,6 +357,9 @@ pub(crate) fn from_doc<T: serde::de::DeserializeOwned>(doc: Value) -> Result<T, 
 pub(crate) fn total(priced: &[TicketPrice]) -> i64 {
     priced.iter().map(|p| p.price_cents).sum()
 }
+
+/// Builds the event of a purchase that changed its showtime's seat map.
+pub(crate) type SeatMapEvent = fn(&Purchase, SeatMapState, DateTime<Utc>) -> Event;
 
 /// `purchase.completed`, with the seat map after it.
 pub(crate) fn completed_event(

@@ -1,4 +1,5 @@
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -8,13 +9,12 @@ use uuid::Uuid;
 use zocalo_bus::Event;
 use zocalo_bus::outbox::{self, Message, Source};
 use zocalo_contracts::cinema::{LoggedEvent, SeatMapState, Ticket};
-use zocalo_payments::Charge;
-use zocalo_payments::ledger::{self, ChargeLedger};
+use zocalo_payments::ChargeLedger;
 use zocalo_store::{DatabaseSettings, PgPools, StoreError};
 
 use super::{
-    CinemaStore, Held, Kind, Record, Refusal, Saved, SeatPlanner, Venue, completed_event,
-    in_seat_order, refunded_event, total,
+    CinemaStore, Held, Kind, Record, Refusal, Saved, SeatMapEvent, SeatPlanner, Venue,
+    completed_event, in_seat_order, refunded_event, total,
 };
 use crate::domain::{
     NewPurchase, Purchase, PurchaseStatus, SeatLabel, TicketPrice, verification_code,
@@ -281,8 +281,8 @@ async fn hold_in(tx: &Transaction<'_>, purchase: &NewPurchase) -> Result<Held, S
     let Some(venue) = venue(tx, purchase.showtime_id).await? else {
         return Ok(Held::Refused(Refusal::NoShowtime));
     };
-    if venue.showtime.status != zocalo_contracts::cinema::SCHEDULED {
-        return Ok(Held::Refused(Refusal::NotScheduled));
+    if let Some(refusal) = venue.closed(purchase.created_at) {
+        return Ok(Held::Refused(refusal));
     }
     // First, so that a concurrent request with the same key stops here on
     // the unique constraint before it holds any seat.
@@ -386,17 +386,25 @@ async fn transition(
     Ok(row.map(|r| r.get(0)))
 }
 
-async fn set_seat_map_version(
+/// After a purchase changed its seats: the showtime's next seat map version
+/// on the purchase, and its event in the log (appended last, see
+/// [`append`]).
+async fn publish_seat_map(
     tx: &Transaction<'_>,
     id: Uuid,
-    version: i64,
-) -> Result<(), StoreError> {
+    showtime: Uuid,
+    event: SeatMapEvent,
+    now: DateTime<Utc>,
+) -> Result<Purchase, StoreError> {
+    let seat_map = next_seat_map(tx, showtime).await?;
     tx.execute(
         "UPDATE purchases SET seat_map_version = $2 WHERE id = $1",
-        &[&id, &version],
+        &[&id, &seat_map.version],
     )
     .await?;
-    Ok(())
+    let purchase = loaded(tx, id).await?;
+    append(tx, vec![event(&purchase, seat_map, now)]).await?;
+    Ok(purchase)
 }
 
 impl PostgresStore {
@@ -431,24 +439,6 @@ fn or_reference(result: Result<Saved, StoreError>) -> Result<Saved, StoreError> 
     match result {
         Err(error) if error.is_constraint("fkey") => Ok(Saved::Reference),
         other => other,
-    }
-}
-
-#[async_trait]
-impl ChargeLedger for PostgresStore {
-    async fn record_charge(&self, charge: &Charge<'_>, status: &str) -> Result<String, StoreError> {
-        let client = self.pools.writer().await?;
-        ledger::record_postgres(&**client, charge, status).await
-    }
-
-    async fn refund_charge(&self, key: Uuid) -> Result<bool, StoreError> {
-        let client = self.pools.writer().await?;
-        ledger::refund_postgres(&**client, key).await
-    }
-
-    async fn charges(&self, key: Uuid) -> Result<Vec<String>, StoreError> {
-        let client = self.pools.writer().await?;
-        ledger::charges_postgres(&**client, key).await
     }
 }
 
@@ -523,10 +513,7 @@ impl CinemaStore for PostgresStore {
         )
         .await?;
         issue_tickets(&tx, id).await?;
-        let seat_map = next_seat_map(&tx, showtime).await?;
-        set_seat_map_version(&tx, id, seat_map.version).await?;
-        let purchase = loaded(&*tx, id).await?;
-        append(&tx, vec![completed_event(&purchase, seat_map, now)]).await?;
+        let purchase = publish_seat_map(&tx, id, showtime, completed_event, now).await?;
         tx.commit().await?;
         Ok((true, purchase))
     }
@@ -551,10 +538,7 @@ impl CinemaStore for PostgresStore {
         };
         tx.execute("DELETE FROM seats WHERE purchase_id = $1", &[&id])
             .await?;
-        let seat_map = next_seat_map(&tx, showtime).await?;
-        set_seat_map_version(&tx, id, seat_map.version).await?;
-        let purchase = loaded(&*tx, id).await?;
-        append(&tx, vec![refunded_event(&purchase, seat_map, now)]).await?;
+        let purchase = publish_seat_map(&tx, id, showtime, refunded_event, now).await?;
         tx.commit().await?;
         Ok((true, purchase))
     }
@@ -622,6 +606,10 @@ impl CinemaStore for PostgresStore {
                 occurred_at: row.get(4),
             })
             .collect())
+    }
+
+    fn ledger(&self) -> Arc<dyn ChargeLedger> {
+        Arc::new(self.pools.clone())
     }
 
     fn outbox(&self) -> Source {

@@ -1,5 +1,6 @@
 use std::collections::HashSet;
 use std::path::Path;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -9,13 +10,12 @@ use uuid::Uuid;
 use zocalo_bus::Event;
 use zocalo_bus::outbox::{self, Message, Source};
 use zocalo_contracts::cinema::{LoggedEvent, SeatMapState, Ticket};
-use zocalo_payments::Charge;
-use zocalo_payments::ledger::{self, ChargeLedger, OwnedCharge};
+use zocalo_payments::ChargeLedger;
 use zocalo_store::{SqlitePool, StoreError};
 
 use super::{
-    CinemaStore, Held, Kind, Record, Refusal, Saved, SeatPlanner, Venue, completed_event,
-    in_seat_order, refunded_event, total,
+    CinemaStore, Held, Kind, Record, Refusal, Saved, SeatMapEvent, SeatPlanner, Venue,
+    completed_event, in_seat_order, refunded_event, total,
 };
 use crate::domain::{
     NewPurchase, Purchase, PurchaseStatus, SeatLabel, TicketPrice, verification_code,
@@ -247,8 +247,8 @@ fn hold_in(tx: &Transaction<'_>, purchase: &NewPurchase) -> Result<Held, StoreEr
     let Some(venue) = venue(tx, purchase.showtime_id)? else {
         return Ok(Held::Refused(Refusal::NoShowtime));
     };
-    if venue.showtime.status != zocalo_contracts::cinema::SCHEDULED {
-        return Ok(Held::Refused(Refusal::NotScheduled));
+    if let Some(refusal) = venue.closed(purchase.created_at) {
+        return Ok(Held::Refused(refusal));
     }
     tx.execute(
         &format!("INSERT INTO purchases ({PURCHASE_COLUMNS}, idempotency_key) VALUES (?1, ?2, ?3, 'held', 0, ?4, ?5, NULL, ?6, ?7, ?7, ?8, ?9, ?10)"),
@@ -337,34 +337,27 @@ fn transition(
     )? > 0)
 }
 
-fn set_seat_map_version(tx: &Transaction<'_>, id: Uuid, version: i64) -> Result<(), StoreError> {
+/// After a purchase changed its seats: the showtime's next seat map version
+/// on the purchase, and its event in the log.
+fn publish_seat_map(
+    tx: &Transaction<'_>,
+    id: Uuid,
+    event: SeatMapEvent,
+    now: DateTime<Utc>,
+) -> Result<Purchase, StoreError> {
+    let showtime: Uuid = tx.query_row(
+        "SELECT showtime_id FROM purchases WHERE id = ?1",
+        [id],
+        |row| row.get(0),
+    )?;
+    let seat_map = next_seat_map(tx, showtime)?;
     tx.execute(
         "UPDATE purchases SET seat_map_version = ?2 WHERE id = ?1",
-        params![id, version],
+        params![id, seat_map.version],
     )?;
-    Ok(())
-}
-
-#[async_trait]
-impl ChargeLedger for SqliteStore {
-    async fn record_charge(&self, charge: &Charge<'_>, status: &str) -> Result<String, StoreError> {
-        let (charge, status) = (OwnedCharge::from(charge), status.to_owned());
-        self.pool
-            .write(move |conn| ledger::record_sqlite(conn, &charge.as_charge(), &status))
-            .await
-    }
-
-    async fn refund_charge(&self, key: Uuid) -> Result<bool, StoreError> {
-        self.pool
-            .write(move |conn| ledger::refund_sqlite(conn, key))
-            .await
-    }
-
-    async fn charges(&self, key: Uuid) -> Result<Vec<String>, StoreError> {
-        self.pool
-            .read(move |conn| ledger::charges_sqlite(conn, key))
-            .await
-    }
+    let purchase = loaded(tx, id)?;
+    append(tx, vec![event(&purchase, seat_map, now)])?;
+    Ok(purchase)
 }
 
 #[async_trait]
@@ -449,15 +442,7 @@ impl CinemaStore for SqliteStore {
                     [id],
                 )?;
                 issue_tickets(&tx, id)?;
-                let showtime: Uuid = tx.query_row(
-                    "SELECT showtime_id FROM purchases WHERE id = ?1",
-                    [id],
-                    |row| row.get(0),
-                )?;
-                let seat_map = next_seat_map(&tx, showtime)?;
-                set_seat_map_version(&tx, id, seat_map.version)?;
-                let purchase = loaded(&tx, id)?;
-                append(&tx, vec![completed_event(&purchase, seat_map, now)])?;
+                let purchase = publish_seat_map(&tx, id, completed_event, now)?;
                 tx.commit()?;
                 Ok((true, purchase))
             })
@@ -487,15 +472,7 @@ impl CinemaStore for SqliteStore {
                     return Ok((false, loaded(&tx, id)?));
                 }
                 tx.execute("DELETE FROM seats WHERE purchase_id = ?1", [id])?;
-                let showtime: Uuid = tx.query_row(
-                    "SELECT showtime_id FROM purchases WHERE id = ?1",
-                    [id],
-                    |row| row.get(0),
-                )?;
-                let seat_map = next_seat_map(&tx, showtime)?;
-                set_seat_map_version(&tx, id, seat_map.version)?;
-                let purchase = loaded(&tx, id)?;
-                append(&tx, vec![refunded_event(&purchase, seat_map, now)])?;
+                let purchase = publish_seat_map(&tx, id, refunded_event, now)?;
                 tx.commit()?;
                 Ok((true, purchase))
             })
@@ -563,6 +540,10 @@ impl CinemaStore for SqliteStore {
                 Ok(rows.collect::<Result<_, _>>()?)
             })
             .await
+    }
+
+    fn ledger(&self) -> Arc<dyn ChargeLedger> {
+        Arc::new(self.pool.clone())
     }
 
     fn outbox(&self) -> Source {

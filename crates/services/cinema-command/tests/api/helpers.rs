@@ -232,6 +232,9 @@ impl TestApp {
         }
     }
 
+    /// Buy as a careful client does: a 503 (the service shed load, e.g. a
+    /// database pool that stayed busy too long on a loaded machine) is
+    /// retried with the same key, which can never buy twice.
     pub async fn buy(
         &self,
         token: &str,
@@ -239,16 +242,27 @@ impl TestApp {
         showtime: Uuid,
         body: &Value,
     ) -> reqwest::Response {
-        self.api
-            .post(&format!("/api/cinema/showtimes/{showtime}/purchases"))
-            .bearer_auth(token)
-            .header("idempotency-key", key)
-            .json(body)
-            .send()
-            .await
-            .unwrap()
+        let mut attempt = 1;
+        loop {
+            let response = self
+                .api
+                .post(&format!("/api/cinema/showtimes/{showtime}/purchases"))
+                .bearer_auth(token)
+                .header("idempotency-key", key)
+                .json(body)
+                .send()
+                .await
+                .unwrap();
+            if response.status() != 503 || attempt == BUY_ATTEMPTS {
+                return response;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
+            attempt += 1;
+        }
     }
 }
+
+const BUY_ATTEMPTS: u64 = 5;
 
 pub const CARD: &str = "4242 4242 4242 4242";
 pub const DECLINING_CARD: &str = "4000 0000 0000 0002";

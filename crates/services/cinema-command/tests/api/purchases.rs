@@ -7,7 +7,8 @@ use futures_util::future::join_all;
 use rand::seq::SliceRandom;
 use serde_json::{Value, json};
 use uuid::Uuid;
-use zocalo_cinema_command::store::Held;
+use zocalo_cinema_command::store::{Held, Kind, Record, Saved};
+use zocalo_contracts::cinema::ShowtimeSaved;
 use zocalo_testkit::{Backend, backend_tests, expect_problem};
 
 use crate::helpers::{CARD, DECLINING_CARD, TestApp, id, spawn};
@@ -21,6 +22,7 @@ backend_tests!(
     a_quantity_gets_the_best_free_seats_or_a_clear_409,
     unknown_and_disabled_seats_are_422,
     a_refund_frees_the_seats_for_the_owner_or_manager_only,
+    sales_close_when_the_showtime_starts,
 );
 
 const BUYERS: usize = 100;
@@ -150,7 +152,10 @@ async fn a_retried_purchase_is_charged_once(backend: Backend) {
     );
     let purchase = id(&answers[0], "purchase_id");
     assert_eq!(answers[0]["total_cents"], 18000);
-    assert_eq!(app.store.charges(purchase).await.unwrap(), ["captured"]);
+    assert_eq!(
+        app.store.ledger().charges(purchase).await.unwrap(),
+        ["captured"]
+    );
     let other = json!({"seats": ["B4"], "card": CARD});
     let reused = app.buy(&token, "same-key", venue.showtime, &other).await;
     expect_problem(reused, 422).await;
@@ -219,7 +224,7 @@ async fn expired_holds_are_released_and_refunded(backend: Backend) {
         panic!("not held")
     };
     let payments =
-        zocalo_payments::SimulatedProcessor::new(app.store.clone(), 0.0, Default::default());
+        zocalo_payments::SimulatedProcessor::new(app.store.ledger(), 0.0, Default::default());
     let charge = zocalo_payments::Charge {
         key: held.purchase_id,
         amount_cents: held.total_cents,
@@ -245,7 +250,7 @@ async fn expired_holds_are_released_and_refunded(backend: Backend) {
             .is_empty()
     );
     assert_eq!(
-        app.store.charges(held.purchase_id).await.unwrap(),
+        app.store.ledger().charges(held.purchase_id).await.unwrap(),
         ["refunded"]
     );
     let after = app.store.purchase(held.purchase_id).await.unwrap().unwrap();
@@ -294,19 +299,7 @@ async fn a_quantity_gets_the_best_free_seats_or_a_clear_409(backend: Backend) {
         .map(|s| s.as_str().unwrap())
         .collect();
     assert_eq!(seats, ["B2", "B3"], "the middle of the sweet row");
-    let too_many = app
-        .buy(
-            &token,
-            "q2",
-            venue.showtime,
-            &json!({"quantity": 10, "card": CARD}),
-        )
-        .await;
-    let problem = expect_problem(too_many, 409).await;
-    assert!(
-        problem["detail"].as_str().unwrap().contains("only 9 free"),
-        "{problem}"
-    );
+    expect_only_free(&app, &token, venue.showtime, 10, 9).await;
     let rest = app
         .buy(
             &token,
@@ -330,19 +323,24 @@ async fn a_quantity_gets_the_best_free_seats_or_a_clear_409(backend: Backend) {
         .map(|t| t["code"].as_str().unwrap())
         .collect();
     assert_eq!(codes.len(), 9, "every ticket has its own code");
-    let none_left = app
-        .buy(
-            &token,
-            "q4",
-            venue.showtime,
-            &json!({"quantity": 1, "card": CARD}),
-        )
+    expect_only_free(&app, &token, venue.showtime, 1, 0).await;
+}
+
+/// Asking for `quantity` seats is a 409 saying how many are free.
+async fn expect_only_free(
+    app: &TestApp,
+    token: &str,
+    showtime: Uuid,
+    quantity: usize,
+    free: usize,
+) {
+    let body = json!({"quantity": quantity, "card": CARD});
+    let response = app
+        .buy(token, &Uuid::now_v7().to_string(), showtime, &body)
         .await;
-    let problem = expect_problem(none_left, 409).await;
-    assert!(
-        problem["detail"].as_str().unwrap().contains("only 0 free"),
-        "{problem}"
-    );
+    let problem = expect_problem(response, 409).await;
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.contains(&format!("only {free} free")), "{problem}");
 }
 
 async fn unknown_and_disabled_seats_are_422(backend: Backend) {
@@ -420,7 +418,10 @@ async fn a_refund_frees_the_seats_for_the_owner_or_manager_only(backend: Backend
         200,
         "repeating answers the same"
     );
-    assert_eq!(app.store.charges(purchase).await.unwrap(), ["refunded"]);
+    assert_eq!(
+        app.store.ledger().charges(purchase).await.unwrap(),
+        ["refunded"]
+    );
     assert!(
         app.store
             .seat_map(venue.showtime)
@@ -443,5 +444,52 @@ async fn a_refund_frees_the_seats_for_the_owner_or_manager_only(backend: Backend
         refund(&app, &venue.manager, second).await.status(),
         200,
         "the cinema's manager may refund"
+    );
+}
+
+async fn sales_close_when_the_showtime_starts(backend: Backend) {
+    let app = spawn(backend).await;
+    let venue = app.venue(3, 4, json!({})).await;
+    // Scheduling into the past is refused; a showtime that has started
+    // (written as time would leave it) sells nothing.
+    let past = app
+        .showtime(
+            &venue.manager,
+            venue.room,
+            venue.movie,
+            "2020-01-01T18:00:00Z",
+        )
+        .await;
+    expect_problem(past, 422).await;
+    let mut started: ShowtimeSaved = serde_json::from_value(
+        app.store
+            .load(Kind::Showtime, venue.showtime)
+            .await
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    started.starts_at = chrono::Utc::now() - chrono::Duration::minutes(5);
+    started.ends_at = started.starts_at + chrono::Duration::minutes(135);
+    started.version += 1;
+    let saved = app
+        .store
+        .save(Record::showtime(&started), vec![])
+        .await
+        .unwrap();
+    assert_eq!(saved, Saved::Saved);
+    let (_, token) = app.customer();
+    let late = app
+        .buy(
+            &token,
+            "late",
+            venue.showtime,
+            &json!({"seats": ["A2"], "card": CARD}),
+        )
+        .await;
+    let problem = expect_problem(late, 409).await;
+    assert!(
+        problem["detail"].as_str().unwrap().contains("started"),
+        "{problem}"
     );
 }

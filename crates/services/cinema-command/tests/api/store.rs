@@ -16,6 +16,7 @@ backend_tests!(
     a_version_is_written_once,
     references_are_enforced_by_the_database,
     the_event_log_is_append_only,
+    concurrent_overlapping_showtimes_are_refused_by_the_store,
 );
 
 async fn open(backend: Backend) -> (Arc<dyn CinemaStore>, TestDatabase) {
@@ -197,4 +198,107 @@ async fn the_event_log_is_append_only(backend: Backend) {
     };
     assert!(refused);
     assert_eq!(store.events_after(0, 10).await.unwrap().len(), 1);
+}
+
+fn record(kind: Kind, id: Uuid, parent: Option<Uuid>) -> Record {
+    Record {
+        kind,
+        id,
+        version: 1,
+        parent,
+        doc: json!({}),
+        slot: None,
+    }
+}
+
+fn slot_at(room: Uuid, movie: Uuid, minutes: i64) -> Record {
+    let starts_at = chrono::DateTime::parse_from_rfc3339("2030-01-01T18:00:00Z")
+        .unwrap()
+        .to_utc()
+        + chrono::Duration::minutes(minutes);
+    Record {
+        kind: Kind::Showtime,
+        id: Uuid::now_v7(),
+        version: 1,
+        parent: None,
+        doc: json!({}),
+        slot: Some(store::Slot {
+            room_id: room,
+            movie_id: movie,
+            starts_at,
+            ends_at: starts_at + chrono::Duration::minutes(120),
+            scheduled: true,
+        }),
+    }
+}
+
+/// Showtimes written straight to the store, all at once, with slots that
+/// all overlap: one is saved, every other is told which one it overlaps —
+/// the exclusion constraint on PostgreSQL, the writer's check on SQLite.
+async fn concurrent_overlapping_showtimes_are_refused_by_the_store(backend: Backend) {
+    let (store, db) = open(backend).await;
+    let (chain, cinema, room, movie) = (
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+    );
+    for r in [
+        record(Kind::Chain, chain, None),
+        record(Kind::Cinema, cinema, Some(chain)),
+        record(Kind::Room, room, Some(cinema)),
+        record(Kind::Movie, movie, None),
+    ] {
+        assert_eq!(store.save(r, vec![]).await.unwrap(), Saved::Saved);
+    }
+    let attempts: Vec<_> = (0..12)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let showtime = slot_at(room, movie, (i % 4) * 30);
+                let id = showtime.id;
+                (id, store.save(showtime, vec![]).await.unwrap())
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for attempt in attempts {
+        outcomes.push(attempt.await.unwrap());
+    }
+    let saved: Vec<Uuid> = outcomes
+        .iter()
+        .filter(|(_, o)| *o == Saved::Saved)
+        .map(|(id, _)| *id)
+        .collect();
+    assert_eq!(saved.len(), 1, "{outcomes:?}");
+    for (_, outcome) in &outcomes {
+        assert!(
+            *outcome == Saved::Saved || *outcome == Saved::Overlaps(saved[0]),
+            "{outcome:?}"
+        );
+    }
+    // Back to back is no overlap; a cancelled showtime holds no slot.
+    let next = slot_at(room, movie, 90 + 120);
+    assert_eq!(store.save(next, vec![]).await.unwrap(), Saved::Saved);
+    let mut cancelled = slot_at(room, movie, 30);
+    cancelled.slot.as_mut().unwrap().scheduled = false;
+    assert_eq!(store.save(cancelled, vec![]).await.unwrap(), Saved::Saved);
+    if backend == Backend::Postgres {
+        // The constraint itself, without the store's friendly pre-check.
+        let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let refused = client
+            .execute(
+                "INSERT INTO showtimes (id, room_id, movie_id, version, starts_at, ends_at, status, doc) \
+                 SELECT $1, room_id, movie_id, 1, starts_at + interval '1 minute', ends_at, 'scheduled', doc \
+                 FROM showtimes WHERE id = $2",
+                &[&Uuid::now_v7(), &saved[0]],
+            )
+            .await
+            .unwrap_err();
+        let db_error = refused.as_db_error().unwrap();
+        assert_eq!(db_error.constraint(), Some("showtimes_no_overlap"));
+    }
 }

@@ -38,8 +38,7 @@ pub enum Created {
 }
 
 #[async_trait]
-/// The store is also the card processor's ledger (`payment_charges`).
-pub trait OrdersStore: ChargeLedger {
+pub trait OrdersStore: Send + Sync + 'static {
     /// Insert the order, its idempotency key and `messages`, atomically.
     async fn create_order(
         &self,
@@ -100,6 +99,8 @@ pub trait OrdersStore: ChargeLedger {
     async fn record_sale(&self, event_id: Uuid, paid: &OrderPaid) -> Result<bool, StoreError>;
     async fn sales_of(&self, seller: Uuid, limit: u32) -> Result<Vec<Sale>, StoreError>;
 
+    /// The card processor's ledger (`payment_charges`), in this database.
+    fn ledger(&self) -> Arc<dyn ChargeLedger>;
     /// Where the outbox relay reads.
     fn outbox(&self) -> Source;
     async fn ping(&self) -> Result<(), StoreError>;

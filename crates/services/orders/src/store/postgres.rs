@@ -1,12 +1,12 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use std::sync::Arc;
 use tokio_postgres::{GenericClient, Row, Transaction};
 use uuid::Uuid;
 use zocalo_bus::inbox;
 use zocalo_bus::outbox::{self, Message, Source};
 use zocalo_contracts::orders::OrderPaid;
-use zocalo_payments::Charge;
-use zocalo_payments::ledger::{self, ChargeLedger};
+use zocalo_payments::ChargeLedger;
 use zocalo_store::{DatabaseSettings, PgPools, StoreError};
 
 use super::{Created, NextMessages, OrdersStore, next_shipment_step};
@@ -112,24 +112,6 @@ async fn write_messages(tx: &Transaction<'_>, messages: &[Message]) -> Result<()
         outbox::insert_postgres(tx, message).await?;
     }
     Ok(())
-}
-
-#[async_trait]
-impl ChargeLedger for PostgresStore {
-    async fn record_charge(&self, charge: &Charge<'_>, status: &str) -> Result<String, StoreError> {
-        let client = self.pools.writer().await?;
-        ledger::record_postgres(&**client, charge, status).await
-    }
-
-    async fn refund_charge(&self, key: Uuid) -> Result<bool, StoreError> {
-        let client = self.pools.writer().await?;
-        ledger::refund_postgres(&**client, key).await
-    }
-
-    async fn charges(&self, key: Uuid) -> Result<Vec<String>, StoreError> {
-        let client = self.pools.writer().await?;
-        ledger::charges_postgres(&**client, key).await
-    }
 }
 
 #[async_trait]
@@ -380,6 +362,10 @@ impl OrdersStore for PostgresStore {
                 paid_at: row.get(7),
             })
             .collect())
+    }
+
+    fn ledger(&self) -> Arc<dyn ChargeLedger> {
+        Arc::new(self.pools.clone())
     }
 
     fn outbox(&self) -> Source {

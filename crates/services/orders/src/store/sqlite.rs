@@ -1,4 +1,5 @@
 use std::path::Path;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -7,8 +8,7 @@ use uuid::Uuid;
 use zocalo_bus::inbox;
 use zocalo_bus::outbox::{self, Message, Source};
 use zocalo_contracts::orders::OrderPaid;
-use zocalo_payments::Charge;
-use zocalo_payments::ledger::{self, ChargeLedger, OwnedCharge};
+use zocalo_payments::ChargeLedger;
 use zocalo_store::{SqlitePool, StoreError};
 
 use super::{Created, NextMessages, OrdersStore, next_shipment_step};
@@ -99,28 +99,6 @@ fn write_messages(tx: &Transaction<'_>, messages: &[Message]) -> Result<(), Stor
         outbox::insert_sqlite(tx, message)?;
     }
     Ok(())
-}
-
-#[async_trait]
-impl ChargeLedger for SqliteStore {
-    async fn record_charge(&self, charge: &Charge<'_>, status: &str) -> Result<String, StoreError> {
-        let (charge, status) = (OwnedCharge::from(charge), status.to_owned());
-        self.pool
-            .write(move |conn| ledger::record_sqlite(conn, &charge.as_charge(), &status))
-            .await
-    }
-
-    async fn refund_charge(&self, key: Uuid) -> Result<bool, StoreError> {
-        self.pool
-            .write(move |conn| ledger::refund_sqlite(conn, key))
-            .await
-    }
-
-    async fn charges(&self, key: Uuid) -> Result<Vec<String>, StoreError> {
-        self.pool
-            .read(move |conn| ledger::charges_sqlite(conn, key))
-            .await
-    }
 }
 
 #[async_trait]
@@ -364,6 +342,10 @@ impl OrdersStore for SqliteStore {
                 Ok(rows.collect::<Result<_, _>>()?)
             })
             .await
+    }
+
+    fn ledger(&self) -> Arc<dyn ChargeLedger> {
+        Arc::new(self.pool.clone())
     }
 
     fn outbox(&self) -> Source {

@@ -52,6 +52,7 @@ async fn one_charge_per_order_whatever_the_retries(backend: Backend) {
             let wanted = if i % 2 == 0 { "captured" } else { "declined" };
             tokio::spawn(async move {
                 store
+                    .ledger()
                     .record_charge(
                         &Charge {
                             key,
@@ -75,10 +76,13 @@ async fn one_charge_per_order_whatever_the_retries(backend: Backend) {
         outcomes.iter().all(|o| *o == outcomes[0]),
         "every retry sees the first outcome: {outcomes:?}"
     );
-    assert_eq!(store.charges(key).await.unwrap().len(), 1);
+    assert_eq!(store.ledger().charges(key).await.unwrap().len(), 1);
     if outcomes[0] == "captured" {
-        assert!(store.refund_charge(key).await.unwrap());
-        assert!(!store.refund_charge(key).await.unwrap(), "refunded once");
+        assert!(store.ledger().refund_charge(key).await.unwrap());
+        assert!(
+            !store.ledger().refund_charge(key).await.unwrap(),
+            "refunded once"
+        );
     }
 }
 
