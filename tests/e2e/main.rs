@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 mod breaker_outage;
 mod bus_outage;
 mod cinema;
+mod cinema_query;
 mod discovery;
 mod distributed;
 mod otlp;

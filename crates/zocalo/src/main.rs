@@ -3,7 +3,9 @@
 //! - `zocalo up` runs every service in one process: each on its own loopback
 //!   port, the gateway in front on `:8080`, SQLite files under `./data`;
 //! - `zocalo serve <service>` runs one service (a container, a pod);
-//! - `zocalo migrate [<service>]` applies migrations and exits.
+//! - `zocalo migrate [<service>]` applies migrations and exits;
+//! - `zocalo admin …` runs one-off administrative tasks (`admin rebuild
+//!   cinema-query`).
 //!
 //! This crate only parses the command line and wires services together; all
 //! behaviour lives in the service and platform crates.
@@ -55,6 +57,18 @@ enum Command {
     Worker { service: Service },
     /// Apply migrations of one service, or of all, and exit.
     Migrate { service: Option<Service> },
+    /// One-off administrative tasks.
+    Admin {
+        #[command(subcommand)]
+        task: AdminTask,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminTask {
+    /// Rebuild a service's read models from scratch (`rebuild
+    /// cinema-query`: replay the cinema command side's event log).
+    Rebuild { service: Service },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -66,6 +80,7 @@ pub enum Service {
     Orders,
     CinemaCommand,
     Web,
+    CinemaQuery,
 }
 
 impl Service {
@@ -79,6 +94,7 @@ impl Service {
             Self::Orders => "orders",
             Self::CinemaCommand => "cinema-command",
             Self::Web => "web",
+            Self::CinemaQuery => "cinema-query",
         }
     }
 }
@@ -127,5 +143,8 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Serve { service } => up::serve(service, settings).await,
         Command::Migrate { service } => up::migrate(service, settings).await,
         Command::Worker { service } => up::worker(service, settings).await,
+        Command::Admin {
+            task: AdminTask::Rebuild { service },
+        } => up::rebuild(service, settings).await,
     }
 }

@@ -30,6 +30,7 @@ pub struct Settings {
     pub orders: zocalo_orders::Settings,
     pub cinema_command: zocalo_cinema_command::Settings,
     pub web: zocalo_web::Settings,
+    pub cinema_query: zocalo_cinema_query::Settings,
     /// How `zocalo serve` announces itself (`kind = "nats"`) and how
     /// instances are found.
     pub discovery: zocalo_discovery::DiscoverySettings,
@@ -58,6 +59,7 @@ impl Default for Settings {
             orders: zocalo_orders::Settings::default(),
             cinema_command: zocalo_cinema_command::Settings::default(),
             web: zocalo_web::Settings::default(),
+            cinema_query: zocalo_cinema_query::Settings::default(),
             discovery: zocalo_discovery::DiscoverySettings::default(),
             live: ProcessLive::default(),
             live_config_file: None,
@@ -115,6 +117,13 @@ impl Settings {
         if self.cinema_command.objects.url == cinema_defaults.objects.url {
             self.cinema_command.objects.url = self.data_dir.join("objects").display().to_string();
         }
+        let cinema_query_defaults = zocalo_cinema_query::Settings::default();
+        if self.cinema_query.database_url == cinema_query_defaults.database_url {
+            self.cinema_query.database_url = sqlite("cinema-query.db");
+        }
+        if self.cinema_query.bus_url == cinema_query_defaults.bus_url {
+            self.cinema_query.bus_url = sqlite("bus.db");
+        }
     }
 
     /// One issuer for every service: the public URL of the gateway.
@@ -129,12 +138,14 @@ impl Settings {
         self.catalog.issuer = public.clone();
         self.orders.issuer = public.clone();
         self.cinema_command.issuer = public.clone();
+        self.cinema_query.issuer = public.clone();
         self.gateway.issuer = public;
         let audience = self.auth.audience.clone();
         self.reviews.audience = audience.clone();
         self.catalog.audience = audience.clone();
         self.orders.audience = audience.clone();
         self.cinema_command.audience = audience.clone();
+        self.cinema_query.audience = audience.clone();
         self.gateway.audience = audience;
     }
 

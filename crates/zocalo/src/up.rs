@@ -12,7 +12,7 @@ use zocalo_discovery::{
     Discovery, DiscoveryError, DiscoveryKind, DiscoverySettings, Instance, Instances,
     NatsDiscovery, Registration,
 };
-use zocalo_http::client::follow_instances;
+use zocalo_http::client::{ServiceClient, follow_instances};
 
 use crate::Service;
 use crate::settings::Settings;
@@ -91,6 +91,15 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     let web_url = local(web.port());
     servers.spawn(web.run_until_stopped(shutdown.clone()));
 
+    settings.cinema_query.jwks_url = format!("{auth_url}/.well-known/jwks.json");
+    settings.cinema_query.command_url = cinema_command_url.clone();
+    settings.cinema_query.token_url = format!("{auth_url}/auth/token");
+    let cinema_query = zocalo_cinema_query::Application::build(settings.cinema_query.clone())
+        .await
+        .context("starting cinema-query")?;
+    let cinema_query_url = local(cinema_query.port());
+    servers.spawn(cinema_query.run_until_stopped(shutdown.clone()));
+
     for (service, url) in [
         ("auth", &auth_url),
         ("reviews", &reviews_url),
@@ -98,6 +107,7 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
         ("orders", &orders_url),
         ("cinema-command", &cinema_command_url),
         ("web", &web_url),
+        ("cinema-query", &cinema_query_url),
     ] {
         settings
             .gateway
@@ -174,6 +184,13 @@ pub async fn serve(service: Service, mut settings: Settings) -> anyhow::Result<(
             servers.spawn(app.run_until_stopped(shutdown.clone()));
             port
         }
+        Service::CinemaQuery => {
+            let app =
+                zocalo_cinema_query::Application::build(settings.cinema_query.clone()).await?;
+            let port = app.port();
+            servers.spawn(app.run_until_stopped(shutdown.clone()));
+            port
+        }
     };
     // The gateway follows its own `gateway.live` (log level included).
     let _live = match service {
@@ -228,18 +245,18 @@ async fn follow_discovery(
     Ok(())
 }
 
-/// Point the orders worker's clients at the discovered instances of the
-/// services it calls; with static discovery (or a service the source does
-/// not know) they keep the configured addresses.
+/// Point a worker's clients at the discovered instances of the services it
+/// calls; with static discovery (or a service the source does not know)
+/// they keep the configured addresses.
 async fn follow_clients(
     settings: &DiscoverySettings,
-    clients: &zocalo_orders::Clients,
+    clients: &[&ServiceClient],
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let Some(discovery) = discovery_source(settings).await? else {
         return Ok(());
     };
-    for client in [&clients.catalog, &clients.auth] {
+    for client in clients {
         match watch_service(discovery.as_ref(), client.service()).await? {
             Some(instances) => {
                 client.follow(instances, shutdown.clone());
@@ -326,7 +343,12 @@ pub async fn worker(service: Service, settings: Settings) -> anyhow::Result<()> 
     match service {
         Service::Orders => {
             let clients = settings.orders.clients()?;
-            follow_clients(&settings.discovery, &clients, shutdown.clone()).await?;
+            follow_clients(
+                &settings.discovery,
+                &[&clients.catalog, &clients.auth],
+                shutdown.clone(),
+            )
+            .await?;
             let worker =
                 zocalo_orders::Worker::build_with_clients(settings.orders.clone(), clients).await?;
             let stop = shutdown.clone();
@@ -420,6 +442,12 @@ pub async fn migrate(service: Option<Service>, settings: Settings) -> anyhow::Re
             .context("migrating cinema-command")?;
         println!("cinema-command: migrations applied");
     }
+    if wants(Service::CinemaQuery) {
+        zocalo_cinema_query::store::open(&settings.cinema_query.database())
+            .await
+            .context("migrating cinema-query")?;
+        println!("cinema-query: migrations applied");
+    }
     if service == Some(Service::Gateway) {
         println!("gateway: has no database");
     }
@@ -427,4 +455,32 @@ pub async fn migrate(service: Option<Service>, settings: Settings) -> anyhow::Re
         println!("web: has no database");
     }
     Ok(())
+}
+
+/// `zocalo admin rebuild <service>`: wipe the read models and replay the
+/// source's events into them, finding the source through discovery like a
+/// worker does.
+pub async fn rebuild(service: Service, settings: Settings) -> anyhow::Result<()> {
+    match service {
+        Service::CinemaQuery => {
+            let shutdown = CancellationToken::new();
+            let clients = settings.cinema_query.clients()?;
+            follow_clients(
+                &settings.discovery,
+                &[&clients.command, &clients.auth],
+                shutdown.clone(),
+            )
+            .await?;
+            let report = zocalo_cinema_query::rebuild(&settings.cinema_query, clients)
+                .await
+                .context("rebuilding cinema-query")?;
+            shutdown.cancel();
+            println!(
+                "cinema-query: rebuilt from {} events ({} pages, up to log position {})",
+                report.events, report.pages, report.last_seq
+            );
+            Ok(())
+        }
+        other => anyhow::bail!("{other:?} has no read models to rebuild"),
+    }
 }
