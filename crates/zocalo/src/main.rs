@@ -64,6 +64,7 @@ pub enum Service {
     Reviews,
     Catalog,
     Orders,
+    Media,
 }
 
 impl Service {
@@ -75,6 +76,7 @@ impl Service {
             Self::Reviews => "reviews",
             Self::Catalog => "catalog",
             Self::Orders => "orders",
+            Self::Media => "media",
         }
     }
 }

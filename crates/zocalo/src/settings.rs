@@ -28,6 +28,7 @@ pub struct Settings {
     pub reviews: zocalo_reviews::Settings,
     pub catalog: zocalo_catalog::Settings,
     pub orders: zocalo_orders::Settings,
+    pub media: zocalo_media::Settings,
     /// How `zocalo serve` announces itself (`kind = "nats"`) and how
     /// instances are found.
     pub discovery: zocalo_discovery::DiscoverySettings,
@@ -54,6 +55,7 @@ impl Default for Settings {
             reviews: zocalo_reviews::Settings::default(),
             catalog: zocalo_catalog::Settings::default(),
             orders: zocalo_orders::Settings::default(),
+            media: zocalo_media::Settings::default(),
             discovery: zocalo_discovery::DiscoverySettings::default(),
             live: ProcessLive::default(),
             live_config_file: None,
@@ -101,6 +103,23 @@ impl Settings {
         if self.orders.bus_url == orders_defaults.bus_url {
             self.orders.bus_url = sqlite("bus.db");
         }
+        self.use_data_dir_for_media();
+    }
+
+    /// The media service's database, bus and objects, when left on their
+    /// defaults, live under `data_dir` too.
+    fn use_data_dir_for_media(&mut self) {
+        let defaults = zocalo_media::Settings::default();
+        let sqlite = |name: &str| format!("sqlite://{}", self.data_dir.join(name).display());
+        if self.media.database_url == defaults.database_url {
+            self.media.database_url = sqlite("media.db");
+        }
+        if self.media.bus_url == defaults.bus_url {
+            self.media.bus_url = sqlite("bus.db");
+        }
+        if self.media.objects.url == defaults.objects.url {
+            self.media.objects.url = self.data_dir.join("objects").display().to_string();
+        }
     }
 
     /// One issuer for every service: the public URL of the gateway.
@@ -114,11 +133,13 @@ impl Settings {
         self.reviews.issuer = public.clone();
         self.catalog.issuer = public.clone();
         self.orders.issuer = public.clone();
+        self.media.issuer = public.clone();
         self.gateway.issuer = public;
         let audience = self.auth.audience.clone();
         self.reviews.audience = audience.clone();
         self.catalog.audience = audience.clone();
         self.orders.audience = audience.clone();
+        self.media.audience = audience.clone();
         self.gateway.audience = audience;
     }
 

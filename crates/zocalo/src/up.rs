@@ -59,7 +59,7 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     let catalog_url = local(catalog.port());
     servers.spawn(catalog.run_until_stopped(shutdown.clone()));
 
-    settings.orders.jwks_url = jwks;
+    settings.orders.jwks_url = jwks.clone();
     settings.orders.catalog_url = catalog_url.clone();
     settings.orders.token_url = format!("{auth_url}/auth/token");
     let orders = zocalo_orders::Application::build(settings.orders.clone())
@@ -76,11 +76,14 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
         Ok(())
     });
 
+    let media_url = start_media(&mut settings, &jwks, &mut servers, &shutdown).await?;
+
     for (service, url) in [
         ("auth", &auth_url),
         ("reviews", &reviews_url),
         ("catalog", &catalog_url),
         ("orders", &orders_url),
+        ("media", &media_url),
     ] {
         settings
             .gateway
@@ -95,6 +98,30 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     println!("gateway listening on {gateway_url}");
     tracing::info!(%gateway_url, "zocalo up");
     wait(servers, shutdown, None).await
+}
+
+/// The media API and its video workers, in this process; its address.
+async fn start_media(
+    settings: &mut Settings,
+    jwks: &str,
+    servers: &mut Servers,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<String> {
+    settings.media.jwks_url = jwks.to_owned();
+    let media = zocalo_media::Application::build(settings.media.clone())
+        .await
+        .context("starting media")?;
+    let url = local(media.port());
+    servers.spawn(media.run_until_stopped(shutdown.clone()));
+    let worker = zocalo_media::Worker::build(settings.media.clone())
+        .await
+        .context("starting the media worker")?;
+    let stop = shutdown.clone();
+    servers.spawn(async move {
+        worker.run_until_stopped(stop).await;
+        Ok(())
+    });
+    Ok(url)
 }
 
 /// One service, for a container or a pod.
@@ -134,6 +161,12 @@ pub async fn serve(service: Service, mut settings: Settings) -> anyhow::Result<(
         }
         Service::Orders => {
             let app = zocalo_orders::Application::build(settings.orders.clone()).await?;
+            let port = app.port();
+            servers.spawn(app.run_until_stopped(shutdown.clone()));
+            port
+        }
+        Service::Media => {
+            let app = zocalo_media::Application::build(settings.media.clone()).await?;
             let port = app.port();
             servers.spawn(app.run_until_stopped(shutdown.clone()));
             port
@@ -299,6 +332,14 @@ pub async fn worker(service: Service, settings: Settings) -> anyhow::Result<()> 
                 Ok(())
             });
         }
+        Service::Media => {
+            let worker = zocalo_media::Worker::build(settings.media.clone()).await?;
+            let stop = shutdown.clone();
+            servers.spawn(async move {
+                worker.run_until_stopped(stop).await;
+                Ok(())
+            });
+        }
         other => anyhow::bail!("{other:?} has no job consumers"),
     }
     let _live = crate::live::start(&settings, &shutdown)?;
@@ -366,6 +407,12 @@ pub async fn migrate(service: Option<Service>, settings: Settings) -> anyhow::Re
             .await
             .context("migrating orders")?;
         println!("orders: migrations applied");
+    }
+    if wants(Service::Media) {
+        zocalo_media::store::open(&settings.media.database())
+            .await
+            .context("migrating media")?;
+        println!("media: migrations applied");
     }
     if service == Some(Service::Gateway) {
         println!("gateway: has no database");

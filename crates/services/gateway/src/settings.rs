@@ -40,6 +40,10 @@ pub struct RouteSettings {
     /// shared-cacheable (see [`CacheSettings`]).
     #[serde(default = "enabled")]
     pub cache: bool,
+    /// The largest request body of this route (uploads); the gateway's
+    /// `max_body_bytes` when absent.
+    #[serde(default)]
+    pub max_body_bytes: Option<usize>,
 }
 
 fn enabled() -> bool {
@@ -85,6 +89,7 @@ impl RouteSettings {
             timeout_ms: None,
             try_timeout_ms: None,
             cache: true,
+            max_body_bytes: None,
         }
     }
 }
@@ -199,7 +204,18 @@ fn default_routes() -> Vec<RouteSettings> {
     ]
     .into_iter()
     .map(|(prefix, service)| RouteSettings::new(prefix, service))
+    .chain([media_route()])
     .collect()
+}
+
+/// Video uploads: bodies up to the media service's own default limit
+/// (512 MiB, which it enforces exactly), and time to send them.
+fn media_route() -> RouteSettings {
+    RouteSettings {
+        max_body_bytes: Some(512 * 1024 * 1024 + 64 * 1024),
+        timeout_ms: Some(600_000),
+        ..RouteSettings::new("/api/tasks", "media")
+    }
 }
 
 impl Settings {
