@@ -63,9 +63,17 @@ impl IntoResponse for MediaError {
             MediaError::Invalid { field, message } => {
                 Problem::invalid_field(field, message).into_response()
             }
-            MediaError::TooLarge { limit } => Problem::new(StatusCode::PAYLOAD_TOO_LARGE)
-                .with_detail(format!("uploads may have at most {limit} bytes"))
-                .into_response(),
+            MediaError::TooLarge { limit } => {
+                let mut response = Problem::new(StatusCode::PAYLOAD_TOO_LARGE)
+                    .with_detail(format!("uploads may have at most {limit} bytes"))
+                    .into_response();
+                // The rest of the body is not read: the connection cannot
+                // carry another request, and the client must know.
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                response
+            }
             MediaError::Conflict(detail) => Problem::conflict(detail).into_response(),
             MediaError::RangeNotSatisfiable { size } => {
                 let mut response = Problem::new(StatusCode::RANGE_NOT_SATISFIABLE)

@@ -42,12 +42,33 @@ pub async fn receive(
             .map_err(|e| MediaError::BadRequest(format!("malformed multipart body: {e}")))?
             .ok_or_else(|| MediaError::invalid(FILE_FIELD, "a video file is required"))?;
         if field.name() == Some(FILE_FIELD) {
-            return store_field(field, objects, key, limit).await;
+            let stored = store_field(field, objects, key, limit).await;
+            if matches!(stored, Err(MediaError::TooLarge { .. })) {
+                read_rest_briefly(multipart).await;
+            }
+            return stored;
         }
         // Other fields are not read into memory: draining skips them.
         drain(field).await?;
     }
 }
+
+/// Closing a connection with unread data resets it, and the client then
+/// never reads our 413. Give a client that is nearly done a moment to
+/// finish sending, without reading for long.
+async fn read_rest_briefly(multipart: &mut Multipart) {
+    let rest = async {
+        while let Ok(Some(field)) = multipart.next_field().await {
+            if drain(field).await.is_err() {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(OVERRUN_GRACE, rest).await;
+}
+
+/// How long an upload past the limit is still read (and thrown away).
+const OVERRUN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 async fn drain(mut field: Field<'_>) -> Result<(), MediaError> {
     while field
