@@ -147,8 +147,8 @@ async fn a_worker_killed_mid_job_leaves_the_job_to_another_that_completes_it() {
         ("ZOCALO_MEDIA__JWKS_URL", format!("{}/jwks.json", keys.url)),
         ("ZOCALO_MEDIA__RELAY_INTERVAL_MS", "50".to_owned()),
         // A worker that dies holds its job this long.
-        ("ZOCALO_MEDIA__FFMPEG_TIMEOUT_SECS", "20".to_owned()),
-        ("ZOCALO_MEDIA__JOB_VISIBILITY_SECS", "21".to_owned()),
+        ("ZOCALO_MEDIA__FFMPEG_TIMEOUT_SECS", "12".to_owned()),
+        ("ZOCALO_MEDIA__JOB_VISIBILITY_SECS", "13".to_owned()),
     ];
     let with = |extra: &[(&'static str, String)]| {
         let mut env = shared.clone();
@@ -165,8 +165,8 @@ async fn a_worker_killed_mid_job_leaves_the_job_to_another_that_completes_it() {
     let (mut slow, ()) = Process::start(
         &["worker", "media"],
         &with(&[
-            ("ZOCALO_MEDIA__X264_PRESET", "veryslow".into()),
-            ("ZOCALO_MEDIA__OUTPUT_WIDTH", "1920".into()),
+            ("ZOCALO_MEDIA__X264_PRESET", "slower".into()),
+            ("ZOCALO_MEDIA__OUTPUT_WIDTH", "1280".into()),
             (
                 "ZOCALO_MEDIA__SCRATCH_DIR",
                 slow_scratch.display().to_string(),
@@ -192,18 +192,23 @@ async fn a_worker_killed_mid_job_leaves_the_job_to_another_that_completes_it() {
     let id = created["id"].as_str().unwrap().to_owned();
 
     // Kill the worker once it is converting.
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let now = task(&http, &base, &token, &id).await;
-        if now["status"] == "processing" && ffmpeg_running_in(&slow_scratch) {
+        // Progress shows ffmpeg is converting and reporting.
+        let progress = now["progress"].as_u64().unwrap_or(0);
+        if now["status"] == "processing" && progress > 0 && ffmpeg_running_in(&slow_scratch) {
             break;
         }
-        assert!(Instant::now() < deadline, "the worker never started: {now}");
+        assert!(
+            Instant::now() < deadline,
+            "the worker never reported progress: {now}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     slow.kill_hard();
     let killed_at = Instant::now();
-    // Its ffmpeg goes too: the next progress write hits a closed pipe.
+    // Its ffmpeg goes too (parent-death signal).
     while ffmpeg_running_in(&slow_scratch) {
         assert!(
             killed_at.elapsed() < Duration::from_secs(10),

@@ -50,6 +50,9 @@ pub struct Settings {
     pub worker_concurrency: usize,
     pub ffmpeg_path: PathBuf,
     pub ffprobe_path: PathBuf,
+    /// util-linux `setpriv`, used to have ffmpeg killed when its worker
+    /// dies; empty (or not found) starts ffmpeg directly.
+    pub setpriv_path: PathBuf,
     /// PNG shown on the 2-second cards; a logo shipped with Zócalo when
     /// absent.
     pub logo_path: Option<PathBuf>,
@@ -92,6 +95,7 @@ impl Default for Settings {
             worker_concurrency: 2,
             ffmpeg_path: "ffmpeg".into(),
             ffprobe_path: "ffprobe".into(),
+            setpriv_path: "setpriv".into(),
             logo_path: None,
             output_width: 1280,
             output_fps: 30,
@@ -292,6 +296,7 @@ impl Worker {
         let pipeline = Pipeline {
             ffmpeg: settings.ffmpeg_path.clone(),
             ffprobe: settings.ffprobe_path.clone(),
+            setpriv: usable_setpriv(&settings.setpriv_path).await,
             logo,
             width: settings.output_width,
             fps: settings.output_fps.clamp(1, 120),
@@ -335,6 +340,27 @@ impl Worker {
             shutdown,
         )
         .await;
+    }
+}
+
+/// `path` if it runs and knows `--pdeathsig`.
+async fn usable_setpriv(path: &std::path::Path) -> Option<PathBuf> {
+    if path.as_os_str().is_empty() {
+        return None;
+    }
+    let help = tokio::process::Command::new(path)
+        .arg("--help")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await;
+    match help {
+        Ok(output) if String::from_utf8_lossy(&output.stdout).contains("--pdeathsig") => {
+            Some(path.to_path_buf())
+        }
+        _ => {
+            tracing::warn!(path = %path.display(), "no usable setpriv: an ffmpeg may outlive a killed worker");
+            None
+        }
     }
 }
 

@@ -3,9 +3,12 @@
 //! (never anything from the upload), a time limit, and a kill on timeout or
 //! cancellation. Progress comes from `-progress pipe:1`.
 //!
-//! If the worker process dies (even by SIGKILL), ffmpeg's next progress
-//! write hits a closed pipe and ffmpeg ends by SIGPIPE within about half a
-//! second, so no orphan keeps encoding.
+//! If the worker process dies (even by SIGKILL), ffmpeg must not keep
+//! encoding as an orphan. Its next progress write would hit a closed pipe
+//! and end it by SIGPIPE, but a slow encoder can go many seconds without
+//! writing; so ffmpeg is started through util-linux `setpriv --pdeathsig
+//! KILL` (when present), which makes the kernel kill it the moment its
+//! parent dies.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -28,6 +31,9 @@ const STDERR_TAIL: usize = 2048;
 pub struct Pipeline {
     pub ffmpeg: PathBuf,
     pub ffprobe: PathBuf,
+    /// `setpriv`, to start ffmpeg with a parent-death signal; `None` runs
+    /// ffmpeg directly.
+    pub setpriv: Option<PathBuf>,
     pub logo: PathBuf,
     /// Output width; the height is `width * 9 / 16` (both even).
     pub width: u32,
@@ -298,7 +304,16 @@ pub async fn transcode(
     cancel: &CancellationToken,
     mut progress: impl FnMut(u8),
 ) -> Result<(), FfmpegError> {
-    let mut command = Command::new(&pipeline.ffmpeg);
+    let mut command = match &pipeline.setpriv {
+        Some(setpriv) => {
+            let mut command = Command::new(setpriv);
+            command
+                .args(["--pdeathsig", "KILL", "--"])
+                .arg(&pipeline.ffmpeg);
+            command
+        }
+        None => Command::new(&pipeline.ffmpeg),
+    };
     command
         .args(arguments(pipeline, probe, input, output))
         .stdin(Stdio::null())
@@ -393,6 +408,7 @@ mod tests {
         Pipeline {
             ffmpeg: "ffmpeg".into(),
             ffprobe: "ffprobe".into(),
+            setpriv: None,
             logo: "/srv/logo.png".into(),
             width: 1280,
             fps: 30,
