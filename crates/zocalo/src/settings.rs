@@ -120,6 +120,9 @@ impl Settings {
         if self.media.objects.url == defaults.objects.url {
             self.media.objects.url = self.data_dir.join("objects").display().to_string();
         }
+        if self.media.scratch_dir == defaults.scratch_dir {
+            self.media.scratch_dir = self.data_dir.join("scratch");
+        }
     }
 
     /// One issuer for every service: the public URL of the gateway.

@@ -288,8 +288,12 @@ impl Worker {
         let logo = match &settings.logo_path {
             Some(path) => std::path::absolute(path)?,
             None => {
+                // Written aside and renamed: workers sharing the scratch
+                // directory never read a half-written logo.
                 let path = scratch.join("default-logo.png");
-                tokio::fs::write(&path, DEFAULT_LOGO).await?;
+                let temp = scratch.join(format!(".logo-{}", uuid::Uuid::new_v4().simple()));
+                tokio::fs::write(&temp, DEFAULT_LOGO).await?;
+                tokio::fs::rename(&temp, &path).await?;
                 path
             }
         };

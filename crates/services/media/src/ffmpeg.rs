@@ -304,6 +304,9 @@ pub async fn transcode(
     cancel: &CancellationToken,
     mut progress: impl FnMut(u8),
 ) -> Result<(), FfmpegError> {
+    let args = arguments(pipeline, probe, input, output);
+    // The exact command, so that it can be run by hand (bench/media.sh).
+    tracing::debug!(ffmpeg = %pipeline.ffmpeg.display(), ?args, "running ffmpeg");
     let mut command = match &pipeline.setpriv {
         Some(setpriv) => {
             let mut command = Command::new(setpriv);
@@ -315,7 +318,7 @@ pub async fn transcode(
         None => Command::new(&pipeline.ffmpeg),
     };
     command
-        .args(arguments(pipeline, probe, input, output))
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

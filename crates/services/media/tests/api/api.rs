@@ -102,32 +102,14 @@ async fn bad_uploads_are_problems_never_500(backend: Backend) {
     );
 
     for query in ["max=0", "max=101", "order=sideways"] {
-        let response = app
-            .api
-            .get(&format!("/api/tasks?{query}"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap();
+        let response = app.get_as(&token, &format!("/api/tasks?{query}")).await;
         expect_problem(response, 422).await;
     }
     for query in ["max=lots", "colour=red"] {
-        let response = app
-            .api
-            .get(&format!("/api/tasks?{query}"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap();
+        let response = app.get_as(&token, &format!("/api/tasks?{query}")).await;
         expect_problem(response, 400).await;
     }
-    let response = app
-        .api
-        .get("/api/tasks/not-a-uuid")
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let response = app.get_as(&token, "/api/tasks/not-a-uuid").await;
     expect_problem(response, 404).await;
 
     // Accepted: the name is cleaned, the type comes from the content.
@@ -147,53 +129,20 @@ async fn tasks_are_private_to_their_owner(backend: Backend) {
     let id = task["id"].as_str().unwrap();
 
     for path in ["", "/original", "/processed", "/events"] {
-        let response = app
-            .api
-            .get(&format!("/api/tasks/{id}{path}"))
-            .bearer_auth(&bob)
-            .send()
-            .await
-            .unwrap();
+        let response = app.get_as(&bob, &format!("/api/tasks/{id}{path}")).await;
         expect_problem(response, 404).await;
     }
-    let response = app
-        .api
-        .delete(&format!("/api/tasks/{id}"))
-        .bearer_auth(&bob)
-        .send()
-        .await
-        .unwrap();
+    let response = app.delete_as(&bob, &format!("/api/tasks/{id}")).await;
     expect_problem(response, 404).await;
-    let bobs: Vec<Value> = app
-        .api
-        .get("/api/tasks")
-        .bearer_auth(&bob)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let bobs: Vec<Value> = app.get_as(&bob, "/api/tasks").await.json().await.unwrap();
     assert!(bobs.is_empty());
 
     assert_eq!(app.task(&alice, id).await["status"], "uploaded");
     let unknown = Uuid::now_v7();
-    let response = app
-        .api
-        .get(&format!("/api/tasks/{unknown}"))
-        .bearer_auth(&alice)
-        .send()
-        .await
-        .unwrap();
+    let response = app.get_as(&alice, &format!("/api/tasks/{unknown}")).await;
     expect_problem(response, 404).await;
     let service = app.tokens.token("client:orders", &["service"]);
-    let response = app
-        .api
-        .get(&format!("/api/tasks/{id}"))
-        .bearer_auth(&service)
-        .send()
-        .await
-        .unwrap();
+    let response = app.get_as(&service, &format!("/api/tasks/{id}")).await;
     expect_problem(response, 404).await;
 }
 
@@ -256,42 +205,24 @@ async fn delete_removes_the_task_and_its_files_unless_processing(backend: Backen
     // A worker holds `busy`.
     app.store.start_processing(busy_id).await.unwrap().unwrap();
     let response = app
-        .api
-        .delete(&format!("/api/tasks/{busy_id}"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+        .delete_as(&token, &format!("/api/tasks/{busy_id}"))
+        .await;
     expect_problem(response, 409).await;
     assert!(app.objects.head(&original_key(busy_id)).await.is_ok());
 
     let response = app
-        .api
-        .delete(&format!("/api/tasks/{idle_id}"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+        .delete_as(&token, &format!("/api/tasks/{idle_id}"))
+        .await;
     assert_eq!(response.status(), 204);
     assert!(
         app.objects.head(&original_key(idle_id)).await.is_err(),
         "its file is gone"
     );
-    let response = app
-        .api
-        .get(&format!("/api/tasks/{idle_id}"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let response = app.get_as(&token, &format!("/api/tasks/{idle_id}")).await;
     expect_problem(response, 404).await;
     let again = app
-        .api
-        .delete(&format!("/api/tasks/{idle_id}"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+        .delete_as(&token, &format!("/api/tasks/{idle_id}"))
+        .await;
     expect_problem(again, 404).await;
 
     // Deletion and a worker taking the task race: exactly one wins.
@@ -394,13 +325,7 @@ async fn a_processed_task_downloads_and_deletes_with_both_files() {
     );
     assert!(has_output(&app, id).await);
 
-    let response = app
-        .api
-        .delete(&format!("/api/tasks/{id}"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let response = app.delete_as(&token, &format!("/api/tasks/{id}")).await;
     assert_eq!(response.status(), 204);
     assert!(!has_output(&app, id).await);
     assert!(app.objects.list("tasks").await.unwrap().is_empty());

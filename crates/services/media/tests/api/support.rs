@@ -182,6 +182,21 @@ impl TestApp {
         }
     }
 
+    /// `GET path` as the holder of `token`.
+    pub async fn get_as(&self, token: &str, path: &str) -> reqwest::Response {
+        self.api.get(path).bearer_auth(token).send().await.unwrap()
+    }
+
+    /// `DELETE path` as the holder of `token`.
+    pub async fn delete_as(&self, token: &str, path: &str) -> reqwest::Response {
+        self.api
+            .delete(path)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn download(&self, token: &str, id: &str, which: &str) -> reqwest::Response {
         self.api
             .get(&format!("/api/tasks/{id}/{which}"))
