@@ -64,6 +64,20 @@ pub mod orders {
     }
 }
 
+/// Jobs of the media service (video tasks).
+pub mod media {
+    use super::*;
+
+    /// Process one uploaded video: probe, convert, store the result.
+    pub const PROCESS_QUEUE: &str = "media.process";
+
+    /// Payload of the `media.process` job.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct ProcessVideo {
+        pub task_id: Uuid,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::cinema::{SeatMapState, ShowtimeSaved};

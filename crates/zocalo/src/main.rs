@@ -81,6 +81,7 @@ pub enum Service {
     CinemaCommand,
     Web,
     CinemaQuery,
+    Media,
 }
 
 impl Service {
@@ -95,6 +96,7 @@ impl Service {
             Self::CinemaCommand => "cinema-command",
             Self::Web => "web",
             Self::CinemaQuery => "cinema-query",
+            Self::Media => "media",
         }
     }
 }

@@ -31,6 +31,7 @@ pub struct Settings {
     pub cinema_command: zocalo_cinema_command::Settings,
     pub web: zocalo_web::Settings,
     pub cinema_query: zocalo_cinema_query::Settings,
+    pub media: zocalo_media::Settings,
     /// How `zocalo serve` announces itself (`kind = "nats"`) and how
     /// instances are found.
     pub discovery: zocalo_discovery::DiscoverySettings,
@@ -60,6 +61,7 @@ impl Default for Settings {
             cinema_command: zocalo_cinema_command::Settings::default(),
             web: zocalo_web::Settings::default(),
             cinema_query: zocalo_cinema_query::Settings::default(),
+            media: zocalo_media::Settings::default(),
             discovery: zocalo_discovery::DiscoverySettings::default(),
             live: ProcessLive::default(),
             live_config_file: None,
@@ -124,6 +126,26 @@ impl Settings {
         if self.cinema_query.bus_url == cinema_query_defaults.bus_url {
             self.cinema_query.bus_url = sqlite("bus.db");
         }
+        self.use_data_dir_for_media();
+    }
+
+    /// The media service's database, bus and objects, when left on their
+    /// defaults, live under `data_dir` too.
+    fn use_data_dir_for_media(&mut self) {
+        let defaults = zocalo_media::Settings::default();
+        let sqlite = |name: &str| format!("sqlite://{}", self.data_dir.join(name).display());
+        if self.media.database_url == defaults.database_url {
+            self.media.database_url = sqlite("media.db");
+        }
+        if self.media.bus_url == defaults.bus_url {
+            self.media.bus_url = sqlite("bus.db");
+        }
+        if self.media.objects.url == defaults.objects.url {
+            self.media.objects.url = self.data_dir.join("objects").display().to_string();
+        }
+        if self.media.scratch_dir == defaults.scratch_dir {
+            self.media.scratch_dir = self.data_dir.join("scratch");
+        }
     }
 
     /// One issuer for every service: the public URL of the gateway.
@@ -139,6 +161,7 @@ impl Settings {
         self.orders.issuer = public.clone();
         self.cinema_command.issuer = public.clone();
         self.cinema_query.issuer = public.clone();
+        self.media.issuer = public.clone();
         self.gateway.issuer = public;
         let audience = self.auth.audience.clone();
         self.reviews.audience = audience.clone();
@@ -146,6 +169,7 @@ impl Settings {
         self.orders.audience = audience.clone();
         self.cinema_command.audience = audience.clone();
         self.cinema_query.audience = audience.clone();
+        self.media.audience = audience.clone();
         self.gateway.audience = audience;
     }
 

@@ -76,7 +76,7 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
         Ok(())
     });
 
-    settings.cinema_command.jwks_url = jwks;
+    settings.cinema_command.jwks_url = jwks.clone();
     let cinema_command = zocalo_cinema_command::Application::build(settings.cinema_command.clone())
         .await
         .context("starting cinema-command")?;
@@ -100,6 +100,8 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     let cinema_query_url = local(cinema_query.port());
     servers.spawn(cinema_query.run_until_stopped(shutdown.clone()));
 
+    let media_url = start_media(&mut settings, &jwks, &mut servers, &shutdown).await?;
+
     for (service, url) in [
         ("auth", &auth_url),
         ("reviews", &reviews_url),
@@ -108,6 +110,7 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
         ("cinema-command", &cinema_command_url),
         ("web", &web_url),
         ("cinema-query", &cinema_query_url),
+        ("media", &media_url),
     ] {
         settings
             .gateway
@@ -122,6 +125,30 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     println!("gateway listening on {gateway_url}");
     tracing::info!(%gateway_url, "zocalo up");
     wait(servers, shutdown, None).await
+}
+
+/// The media API and its video workers, in this process; its address.
+async fn start_media(
+    settings: &mut Settings,
+    jwks: &str,
+    servers: &mut Servers,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<String> {
+    settings.media.jwks_url = jwks.to_owned();
+    let media = zocalo_media::Application::build(settings.media.clone())
+        .await
+        .context("starting media")?;
+    let url = local(media.port());
+    servers.spawn(media.run_until_stopped(shutdown.clone()));
+    let worker = zocalo_media::Worker::build(settings.media.clone())
+        .await
+        .context("starting the media worker")?;
+    let stop = shutdown.clone();
+    servers.spawn(async move {
+        worker.run_until_stopped(stop).await;
+        Ok(())
+    });
+    Ok(url)
 }
 
 /// One service, for a container or a pod.
@@ -187,6 +214,12 @@ pub async fn serve(service: Service, mut settings: Settings) -> anyhow::Result<(
         Service::CinemaQuery => {
             let app =
                 zocalo_cinema_query::Application::build(settings.cinema_query.clone()).await?;
+            let port = app.port();
+            servers.spawn(app.run_until_stopped(shutdown.clone()));
+            port
+        }
+        Service::Media => {
+            let app = zocalo_media::Application::build(settings.media.clone()).await?;
             let port = app.port();
             servers.spawn(app.run_until_stopped(shutdown.clone()));
             port
@@ -368,6 +401,14 @@ pub async fn worker(service: Service, settings: Settings) -> anyhow::Result<()> 
                 Ok(())
             });
         }
+        Service::Media => {
+            let worker = zocalo_media::Worker::build(settings.media.clone()).await?;
+            let stop = shutdown.clone();
+            servers.spawn(async move {
+                worker.run_until_stopped(stop).await;
+                Ok(())
+            });
+        }
         other => anyhow::bail!("{other:?} has no job consumers"),
     }
     let _live = crate::live::start(&settings, &shutdown)?;
@@ -447,6 +488,12 @@ pub async fn migrate(service: Option<Service>, settings: Settings) -> anyhow::Re
             .await
             .context("migrating cinema-query")?;
         println!("cinema-query: migrations applied");
+    }
+    if wants(Service::Media) {
+        zocalo_media::store::open(&settings.media.database())
+            .await
+            .context("migrating media")?;
+        println!("media: migrations applied");
     }
     if service == Some(Service::Gateway) {
         println!("gateway: has no database");

@@ -118,7 +118,6 @@ pub(crate) struct Gateway {
     pub(crate) limiter: RateLimiter,
     cache: Option<ResponseCache>,
     trusted_proxies: Box<[IpAddr]>,
-    max_body_bytes: usize,
     max_header_bytes: usize,
     max_attempts: u32,
 }
@@ -144,7 +143,6 @@ impl Gateway {
             limiter: crate::live::rate_limiter(settings, redis.clone()),
             cache: ResponseCache::new(&settings.cache, redis, &settings.redis_key_prefix),
             trusted_proxies: settings.trusted_proxies.clone().into_boxed_slice(),
-            max_body_bytes: settings.max_body_bytes,
             max_header_bytes: settings.max_header_bytes,
             max_attempts: settings.retry.max_attempts.max(1),
         })
@@ -163,7 +161,7 @@ impl Gateway {
         if has_dot_segment(parts.uri.path()) {
             return Err(GatewayError::DotSegments);
         }
-        check_content_length(&parts.headers, self.max_body_bytes)?;
+        check_content_length(&parts.headers, route.max_body_bytes)?;
         let lookup = self
             .cache
             .as_ref()
@@ -192,7 +190,7 @@ impl Gateway {
         let payload = if may_resend(&parts.method, &parts.headers) {
             // A client trickling its body must not hold anything for long;
             // it holds no service slot yet either.
-            tokio::time::timeout(route.timeout, self.payload(body))
+            tokio::time::timeout(route.timeout, self.payload(body, route.max_body_bytes))
                 .await
                 .map_err(|_| GatewayError::BodyTimeout)??
         } else {
@@ -224,22 +222,17 @@ impl Gateway {
 
     /// Buffer a small body of known length so that it can be sent again;
     /// stream anything else.
-    async fn payload(&self, body: Body) -> Result<Payload, GatewayError> {
+    async fn payload(&self, body: Body, limit: usize) -> Result<Payload, GatewayError> {
         match body.size_hint().exact() {
             Some(0) => Ok(Payload::Buffered(Bytes::new())),
             Some(length) if length <= MAX_RETRIED_BODY => {
-                let collected = Limited::new(body, self.max_body_bytes)
-                    .collect()
-                    .await
-                    .map_err(|error| {
-                        if error.is::<http_body_util::LengthLimitError>() {
-                            GatewayError::BodyTooLarge {
-                                limit: self.max_body_bytes,
-                            }
-                        } else {
-                            GatewayError::BadBody
-                        }
-                    })?;
+                let collected = Limited::new(body, limit).collect().await.map_err(|error| {
+                    if error.is::<http_body_util::LengthLimitError>() {
+                        GatewayError::BodyTooLarge { limit }
+                    } else {
+                        GatewayError::BadBody
+                    }
+                })?;
                 Ok(Payload::Buffered(collected.to_bytes()))
             }
             _ => Ok(Payload::Stream(body)),
@@ -295,7 +288,7 @@ impl Gateway {
         loop {
             let body = match (&buffered, stream.take()) {
                 (Some(bytes), _) => Either::Right(Full::new(bytes.clone())),
-                (None, Some(body)) => Either::Left(Limited::new(body, self.max_body_bytes)),
+                (None, Some(body)) => Either::Left(Limited::new(body, route.max_body_bytes)),
                 // A streamed body allows one try only (max_attempts = 1).
                 (None, None) => unreachable!("a streamed body is sent once"),
             };
@@ -375,7 +368,7 @@ impl Gateway {
             Failure::Transport(error) => Err(GatewayError::from_client(
                 &route.service,
                 error,
-                self.max_body_bytes,
+                route.max_body_bytes,
             )),
         }
     }

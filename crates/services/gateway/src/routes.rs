@@ -28,6 +28,8 @@ pub(crate) struct Route {
     pub timeout: Duration,
     /// The budget of one try (at most what is left of `timeout`).
     pub try_timeout: Duration,
+    /// The largest request body this route accepts.
+    pub max_body_bytes: usize,
     pub balancer: Balancer,
     pub bulkhead: Arc<Bulkhead>,
     pub cache: CacheRoute,
@@ -191,6 +193,7 @@ impl RouteTable {
                     service: service_name,
                     timeout,
                     try_timeout,
+                    max_body_bytes: r.max_body_bytes.unwrap_or(settings.max_body_bytes),
                     balancer: service.balancer.clone(),
                     bulkhead: service.bulkhead.clone(),
                 })

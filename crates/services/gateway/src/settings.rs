@@ -45,6 +45,10 @@ pub struct RouteSettings {
     /// reads to a query service and writes to a command service.
     #[serde(default)]
     pub methods: Vec<String>,
+    /// The largest request body of this route (uploads); the gateway's
+    /// `max_body_bytes` when absent.
+    #[serde(default)]
+    pub max_body_bytes: Option<usize>,
 }
 
 fn enabled() -> bool {
@@ -91,6 +95,7 @@ impl RouteSettings {
             try_timeout_ms: None,
             cache: true,
             methods: Vec::new(),
+            max_body_bytes: None,
         }
     }
 
@@ -224,7 +229,18 @@ fn default_routes() -> Vec<RouteSettings> {
         RouteSettings::new("/api/cinema/tickets", "cinema-command"),
         RouteSettings::new("/api/cinema/webhooks", "cinema-command"),
     ])
+    .chain([media_route()])
     .collect()
+}
+
+/// Video uploads: bodies up to the media service's own default limit
+/// (512 MiB, which it enforces exactly), and time to send them.
+fn media_route() -> RouteSettings {
+    RouteSettings {
+        max_body_bytes: Some(512 * 1024 * 1024 + 64 * 1024),
+        timeout_ms: Some(600_000),
+        ..RouteSettings::new("/api/tasks", "media")
+    }
 }
 
 impl Settings {
@@ -459,7 +475,7 @@ timeout_ms = 5000
     fn partial_config_keeps_defaults() {
         let settings: Settings = serde_json::from_str(r#"{"hsts": true}"#).unwrap();
         assert!(settings.hsts);
-        assert_eq!(settings.routes.len(), 15);
+        assert_eq!(settings.routes.len(), 16);
         assert_eq!(settings.max_header_bytes, 16 * 1024);
     }
 

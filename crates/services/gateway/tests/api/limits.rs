@@ -38,6 +38,32 @@ async fn a_declared_body_over_the_limit_is_413_before_any_upstream() {
     assert_eq!(at_limit.bytes().await.unwrap().len(), 1024);
 }
 
+/// A route with a limit of its own (uploads) takes bodies the gateway's
+/// default would refuse, and still refuses what passes its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_limit_overrides_the_gateway_limit() {
+    let tokens = TestTokens::new();
+    let upstream = spawn_upstream("reviews", &tokens).await;
+    let mut settings = settings(&upstream.url);
+    settings.max_body_bytes = 1024;
+    for route in settings
+        .routes
+        .iter_mut()
+        .filter(|r| r.prefix == "/api/content")
+    {
+        route.max_body_bytes = Some(4096);
+    }
+    let gateway = spawn_gateway(settings).await;
+
+    let upload =
+        |path: &'static str, size: usize| gateway.client.post(path).body(vec![b'x'; size]).send();
+    let within_route_limit = upload("/api/content/count", 3000).await.unwrap();
+    assert_eq!(within_route_limit.status(), 200);
+    assert_eq!(within_route_limit.text().await.unwrap(), "3000");
+    expect_problem(upload("/api/content/count", 5000).await.unwrap(), 413).await;
+    expect_problem(upload("/api/reviews", 3000).await.unwrap(), 413).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunked_body_over_the_limit_is_cut_off() {
     let tokens = TestTokens::new();
