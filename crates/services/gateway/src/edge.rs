@@ -17,8 +17,6 @@
 //! working.
 
 use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -29,7 +27,7 @@ use tower::{Layer, Service};
 use tracing::{Instrument as _, Span};
 use zocalo_http::server::{REQUEST_ID, request_id_of};
 
-use crate::layers::SERVICE;
+use crate::layers::{BoxedResponse, Routed, SERVICE, take_ready};
 
 /// Where the request's closing lines are logged (tower-http's targets).
 const ON_RESPONSE: &str = "tower_http::trace::on_response";
@@ -60,14 +58,10 @@ pub(crate) struct Edge<S> {
     hsts: bool,
 }
 
-impl<S> Service<Request> for Edge<S>
-where
-    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-{
+impl<S: Routed> Service<Request> for Edge<S> {
     type Response = Response;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+    type Future = BoxedResponse;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
@@ -77,10 +71,7 @@ where
         let start = Instant::now();
         let id = request_id_of(request.headers_mut());
         let span = request_span(&request, &id);
-        // The service that was polled ready handles this request; a clone
-        // takes its place for the next one (tower's usual dance).
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = take_ready(&mut self.inner);
         let future = {
             let _entered = span.enter();
             inner.call(request)

@@ -31,6 +31,34 @@ use zocalo_http::server::REQUEST_ID;
 
 pub(crate) const SERVICE: &str = "gateway";
 
+/// What the gateway's layers wrap: axum's routes, which answer every
+/// request with a response.
+pub(crate) trait Routed:
+    Service<Request, Response = Response, Error = Infallible, Future: Send + 'static>
+    + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> Routed for S where
+    S: Service<Request, Response = Response, Error = Infallible, Future: Send + 'static>
+        + Clone
+        + Send
+        + 'static
+{
+}
+
+/// The future of a layer's answer.
+pub(crate) type BoxedResponse = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+/// The service that was polled ready handles this request; a clone takes
+/// its place for the next one (tower's usual hand-over).
+pub(crate) fn take_ready<S: Clone>(slot: &mut S) -> S {
+    let clone = slot.clone();
+    std::mem::replace(slot, clone)
+}
+
 /// The route label of requests that matched neither a route nor an
 /// endpoint of the gateway.
 static UNMATCHED: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("unmatched"));
@@ -62,14 +90,10 @@ pub(crate) struct Outcome<S> {
     handles: Arc<MetricHandles>,
 }
 
-impl<S> Service<Request> for Outcome<S>
-where
-    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-{
+impl<S: Routed> Service<Request> for Outcome<S> {
     type Response = Response;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+    type Future = BoxedResponse;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
@@ -79,8 +103,7 @@ where
         let start = Instant::now();
         let matched = request.extensions().get::<MatchedPath>().cloned();
         let method = method_label(request.method());
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = take_ready(&mut self.inner);
         let handles = self.handles.clone();
         Box::pin(async move {
             let handled = AssertUnwindSafe(async move { inner.call(request).await })
