@@ -11,7 +11,9 @@
 #      `valgrind --tool=callgrind`; warm up both paths, then for each path
 #      zero the counters, send REQUESTS requests with hey (CONCURRENCY
 #      keep-alive connections) and dump the counters;
-#   3. print instructions per request for each path (less the background
+#   3. run bench/bare-proxy under callgrind in front of the (native) reviews
+#      service: the instructions of a bare hyper proxy, the floor;
+#   4. print instructions per request for each path (less the background
 #      work of an idle stretch, scaled to each dump's duration), their
 #      difference (the gateway's own cost), and the functions that make up
 #      the difference.
@@ -134,6 +136,24 @@ measure direct "$DIRECT$ROUTE"
 measure gateway2 "$GW$ROUTE"
 measure direct2 "$DIRECT$ROUTE"
 stop_zocalo
+
+# The floor: bench/bare-proxy (hyper server + hyper client) under callgrind
+# in front of the same reviews service, which now runs natively; its dump
+# is the proxy's own cost.
+FLOOR_BIN=${BENCH_CG_FLOOR_BIN:-$CARGO_TARGET_DIR/bare-proxy/release/bare-proxy}
+if [[ -x $FLOOR_BIN ]]; then
+    start_stack
+    valgrind --tool=callgrind --callgrind-out-file="$OUT/floor.out.%p" --dump-instr=no \
+        --collect-jumps=no "$FLOOR_BIN" 127.0.0.1:18191 "127.0.0.1:$REVIEWS_PORT" \
+        >"$OUT/bare-proxy.log" 2>&1 &
+    valgrind_pid=$!
+    for _ in $(seq 100); do curl -fsS -o /dev/null "http://127.0.0.1:18191$ROUTE" 2>/dev/null && break; sleep 0.2; done
+    hey -n 300 -c "$CONCURRENCY" "http://127.0.0.1:18191$ROUTE" >/dev/null
+    measure floor "http://127.0.0.1:18191$ROUTE"
+    kill "$valgrind_pid"; wait "$valgrind_pid" 2>/dev/null || true
+    stop_zocalo
+    for f in "$OUT"/floor.out.*.*; do mv "$f" "$OUT/callgrind.out.floor.${f##*.}"; done
+fi
 
 python3 "$BENCH_DIR/callgrind_summary.py" "$OUT" "$REQUESTS" | tee "$OUT/summary.md"
 log "raw outputs in $OUT"
