@@ -111,6 +111,7 @@ register() { # email password name -> user id
 install_bench_packages() {
     local missing=()
     command -v wrk >/dev/null || missing+=(wrk)
+    command -v hey >/dev/null || missing+=(hey)
     command -v jq >/dev/null || missing+=(jq)
     command -v curl >/dev/null || missing+=(curl)
     command -v nginx >/dev/null || missing+=(nginx-light)

@@ -9,6 +9,8 @@
 //! never turns a Redis problem into a 500. Its limit can be changed while
 //! it runs (live configuration).
 
+use std::fmt::Display;
+use std::hash::Hash;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
@@ -27,13 +29,17 @@ pub struct RateLimit {
     pub burst: u32,
 }
 
-/// A limiter over string keys.
-pub struct KeyedLimiter {
-    limiter: DefaultKeyedRateLimiter<String>,
+/// A limiter over keys of type `K`: strings (accounts) by default, or
+/// addresses, which need no allocation per check.
+pub struct KeyedLimiter<K = String>
+where
+    K: Hash + Eq + Clone,
+{
+    limiter: DefaultKeyedRateLimiter<K>,
     clock: DefaultClock,
 }
 
-impl KeyedLimiter {
+impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
     pub fn new(limit: RateLimit) -> Self {
         let period = Duration::from_secs_f64(1.0 / limit.per_second.max(0.001));
         let burst = NonZeroU32::new(limit.burst.max(1)).expect("max(1) is non-zero");
@@ -47,7 +53,10 @@ impl KeyedLimiter {
     }
 
     /// Count one request for `key`; `Err` is the 429 to send.
-    pub fn check(&self, key: &str) -> Result<(), Problem> {
+    pub fn check<Q>(&self, key: &Q) -> Result<(), Problem>
+    where
+        Q: ToOwned<Owned = K> + ?Sized,
+    {
         self.limiter
             .check_key(&key.to_owned())
             .map_err(|not_until| {
@@ -85,19 +94,22 @@ impl RateLimit {
 }
 
 /// The limit in force and the in-process state that goes with it.
-struct Active {
+struct Active<K: Hash + Eq + Clone> {
     limit: RateLimit,
-    local: KeyedLimiter,
+    local: KeyedLimiter<K>,
 }
 
-/// A rate limiter over string keys, shared through Redis when configured,
-/// reconfigurable at run time.
-pub struct RateLimiter {
-    active: ArcSwapOption<Active>,
+/// A rate limiter over keys of type `K` (strings by default), shared through
+/// Redis when configured, reconfigurable at run time.
+pub struct RateLimiter<K = String>
+where
+    K: Hash + Eq + Clone,
+{
+    active: ArcSwapOption<Active<K>>,
     shared: Option<SharedLimiter>,
 }
 
-impl RateLimiter {
+impl<K: Hash + Eq + Clone> RateLimiter<K> {
     /// `limit` `None` (or disabled) lets everything through until
     /// [`RateLimiter::set_limit`] says otherwise. With `shared`, budgets
     /// are counted in Redis first.
@@ -133,14 +145,19 @@ impl RateLimiter {
     }
 
     /// Count one request for `key`; `Err` is the 429 to send. Redis errors
-    /// and timeouts are not errors here: the in-process count decides.
-    pub async fn check(&self, key: &str) -> Result<(), Problem> {
+    /// and timeouts are not errors here: the in-process count decides. The
+    /// key is turned into text only for Redis.
+    pub async fn check<Q>(&self, key: &Q) -> Result<(), Problem>
+    where
+        Q: ToOwned<Owned = K> + Display + ?Sized,
+    {
         let Some(active) = self.active.load_full() else {
             return Ok(());
         };
         if let Some(shared) = &self.shared {
             let limit = active.limit;
-            match shared.check(key, limit.per_second, limit.burst).await {
+            let text = key.to_string();
+            match shared.check(&text, limit.per_second, limit.burst).await {
                 Ok(Decision::Allowed) => return Ok(()),
                 Ok(Decision::Refused { retry_after }) => {
                     return Err(Problem::too_many_requests(whole_seconds(retry_after)));

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request};
-use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -88,17 +88,23 @@ pub fn finish(
 /// Keep a well-formed incoming `X-Request-Id`, otherwise mint one; expose it
 /// to handlers and echo it on the response.
 pub async fn request_id(mut req: Request, next: Next) -> Response {
-    let id = req
-        .headers()
-        .get(&REQUEST_ID)
-        .filter(|v| is_valid_request_id(v.as_bytes()))
-        .cloned()
-        .unwrap_or_else(new_request_id);
-    req.headers_mut().insert(REQUEST_ID, id.clone());
+    let id = request_id_of(req.headers_mut());
     req.extensions_mut().insert(RequestId(id.clone()));
     let mut response = next.run(req).await;
     response.headers_mut().insert(REQUEST_ID, id);
     response
+}
+
+/// The request's id: its well-formed `X-Request-Id`, or a new one; the
+/// header then holds exactly that id.
+pub fn request_id_of(headers: &mut HeaderMap) -> HeaderValue {
+    let id = headers
+        .get(&REQUEST_ID)
+        .filter(|v| is_valid_request_id(v.as_bytes()))
+        .cloned()
+        .unwrap_or_else(new_request_id);
+    headers.insert(REQUEST_ID, id.clone());
+    id
 }
 
 /// Printable ASCII without spaces, at most 128 bytes: enough for any tracing
@@ -108,10 +114,17 @@ pub fn is_valid_request_id(id: &[u8]) -> bool {
 }
 
 /// 128 random bits in hex. The thread-local generator costs no system call,
-/// unlike a fresh v4 UUID, which matters on the gateway's hot path.
+/// unlike a fresh v4 UUID, which matters on the gateway's hot path; the hex
+/// is written in place, not through a formatted `String`.
 pub fn new_request_id() -> HeaderValue {
-    let id: u128 = rand::random();
-    HeaderValue::from_str(&format!("{id:032x}")).expect("hex is a valid header value")
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id: u128 = rand::random();
+    let mut text = [0u8; 32];
+    for byte in text.iter_mut().rev() {
+        *byte = HEX[(id & 0xf) as usize];
+        id >>= 4;
+    }
+    HeaderValue::from_bytes(&text).expect("hex is a valid header value")
 }
 
 async fn record_metrics(service: &'static str, req: Request, next: Next) -> Response {

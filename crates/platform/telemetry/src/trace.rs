@@ -18,11 +18,11 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::Context;
 use opentelemetry::propagation::TextMapPropagator;
-use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
-use opentelemetry_http::{HeaderExtractor, HeaderInjector, HttpClient, HttpError};
+use opentelemetry::trace::{SpanContext, TraceContextExt, TraceFlags, TracerProvider as _};
+use opentelemetry_http::{HeaderExtractor, HttpClient, HttpError};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
@@ -37,6 +37,8 @@ use tracing_subscriber::registry::LookupSpan;
 
 /// The W3C header that carries the trace id and the caller's span id.
 pub const TRACEPARENT: &str = "traceparent";
+const TRACEPARENT_HEADER: HeaderName = HeaderName::from_static(TRACEPARENT);
+const TRACESTATE_HEADER: HeaderName = HeaderName::from_static("tracestate");
 
 /// The name our spans are reported under when `OTEL_SERVICE_NAME` is unset.
 const DEFAULT_SERVICE_NAME: &str = "zocalo";
@@ -207,9 +209,46 @@ fn set_parent(span: &Span, parent: Context) {
     }
 }
 
-/// Write `span`'s trace context into outgoing request headers.
+/// Write `span`'s trace context into outgoing request headers: the
+/// `traceparent` and `tracestate` the W3C propagator writes, formatted in
+/// place rather than through `format!` and header parsing, because the
+/// gateway does this for every request it relays. An empty trace state is
+/// removed rather than sent empty (the same to a W3C receiver), so that a
+/// client's own `tracestate` never passes through unparsed.
 pub fn inject_headers(span: &Span, headers: &mut HeaderMap) {
-    propagator().inject_context(&span.context(), &mut HeaderInjector(headers));
+    let context = span.context();
+    let otel_span = context.span();
+    let ids = otel_span.span_context();
+    if !ids.is_valid() {
+        return;
+    }
+    headers.insert(TRACEPARENT_HEADER, traceparent_value(ids));
+    let state = ids.trace_state().header();
+    match HeaderValue::from_str(&state) {
+        Ok(value) if !state.is_empty() => headers.insert(TRACESTATE_HEADER, value),
+        _ => headers.remove(TRACESTATE_HEADER),
+    };
+}
+
+/// `00-<trace id>-<span id>-<flags>` in lowercase hex (W3C Trace Context).
+fn traceparent_value(ids: &SpanContext) -> HeaderValue {
+    let mut text = [0u8; 55];
+    text[..3].copy_from_slice(b"00-");
+    write_hex(&mut text[3..35], &ids.trace_id().to_bytes());
+    text[35] = b'-';
+    write_hex(&mut text[36..52], &ids.span_id().to_bytes());
+    text[52] = b'-';
+    let flags = ids.trace_flags() & TraceFlags::SAMPLED;
+    write_hex(&mut text[53..55], &[flags.to_u8()]);
+    HeaderValue::from_bytes(&text).expect("hex is a valid header value")
+}
+
+fn write_hex(out: &mut [u8], bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (pair, byte) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[usize::from(byte >> 4)];
+        pair[1] = HEX[usize::from(byte & 0xf)];
+    }
 }
 
 /// Write the current span's trace context into outgoing request headers.
@@ -438,6 +477,32 @@ mod tests {
         assert_eq!(lines[1]["trace_id"], trace, "the job joins the trace");
         assert_ne!(lines[1]["span_id"], lines[0]["span_id"]);
         assert_ne!(lines[2]["trace_id"], trace, "a bad traceparent starts anew");
+    }
+
+    #[test]
+    fn the_callers_trace_state_goes_on_and_a_stray_one_does_not() {
+        let dispatch = log_dispatch(LogFormat::Json, "warn", Lines::default());
+        tracing::dispatcher::with_default(&dispatch, || {
+            let mut incoming = caller_headers();
+            incoming.insert("tracestate", "vendor=abc".parse().unwrap());
+            let span = tracing::info_span!("request");
+            set_parent_from_headers(&span, &incoming);
+            let mut outgoing = incoming.clone();
+            inject_headers(&span, &mut outgoing);
+            assert_eq!(outgoing["tracestate"], "vendor=abc");
+            let header = outgoing[TRACEPARENT].to_str().unwrap();
+            assert!(header.starts_with(&format!("00-{TRACE_ID}-")), "{header}");
+            assert!(header.ends_with("-01"), "sampled: {header}");
+
+            // Without a caller's traceparent its tracestate means nothing.
+            let mut stray = HeaderMap::new();
+            stray.insert("tracestate", "client=forged".parse().unwrap());
+            let fresh = tracing::info_span!("request");
+            set_parent_from_headers(&fresh, &stray);
+            inject_headers(&fresh, &mut stray);
+            assert!(!stray.contains_key("tracestate"), "{stray:?}");
+            assert_eq!(stray[TRACEPARENT].len(), 55);
+        });
     }
 
     #[test]

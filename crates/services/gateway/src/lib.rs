@@ -35,6 +35,7 @@
 
 mod bulkhead;
 mod cache;
+mod edge;
 mod error;
 mod layers;
 mod live;
@@ -51,20 +52,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
-use axum::extract::Request;
 use axum::http::StatusCode;
-use axum::middleware;
-use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::{CancellationToken, DropGuard};
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use zocalo_config::live::Live;
 use zocalo_http::Problem;
 use zocalo_http::auth::TokenVerifier;
-use zocalo_http::server::{RequestId, request_id};
 use zocalo_telemetry::{ReadinessCheck, admin_router, always_ready};
 
 pub use routes::Upstreams;
@@ -181,40 +176,13 @@ fn router(gateway: Arc<Gateway>, settings: &Settings) -> anyhow::Result<Router> 
                 .with_detail("method not allowed on this path")
         })
         .with_state(gateway)
-        .layer(middleware::from_fn(layers::record_metrics))
-        .layer(CatchPanicLayer::custom(|_| {
-            Problem::internal("handler panicked").into_response()
-        }));
+        .layer(layers::OutcomeLayer::default());
     if let Some(cors) = layers::cors(&settings.cors_allowed_origins)? {
         router = router.layer(cors);
     }
-    router = router.layer(
-        TraceLayer::new_for_http()
-            .make_span_with(|request: &Request| {
-                let id = request
-                    .extensions()
-                    .get::<RequestId>()
-                    .and_then(|id| id.0.to_str().ok())
-                    .unwrap_or("-");
-                let span = tracing::info_span!(
-                    "request",
-                    service = layers::SERVICE,
-                    request_id = %id,
-                    method = %request.method(),
-                    path = %request.uri().path(),
-                );
-                // A client's trace continues through us; without one this
-                // request starts a trace.
-                zocalo_telemetry::trace::set_parent_from_headers(&span, request.headers());
-                span
-            })
-            .on_request(())
-            .on_response(DefaultOnResponse::new().level(tracing::Level::DEBUG)),
-    );
-    for layer in layers::security_headers(settings.hsts) {
-        router = router.layer(layer);
-    }
-    Ok(router.layer(middleware::from_fn(request_id)))
+    Ok(router.layer(edge::EdgeLayer {
+        hsts: settings.hsts,
+    }))
 }
 
 /// Ready when bearer tokens can be verified, i.e. the JWKS is fetchable, or

@@ -4,6 +4,7 @@
 //! enforces the limit, shared through Redis when one is configured.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
@@ -17,7 +18,7 @@ use crate::settings::{LiveSettings, Settings};
 
 /// The limiter for `settings`: counting in `redis` when one is configured
 /// (falling back to this process while Redis fails), else in this process.
-pub(crate) fn rate_limiter(settings: &Settings, redis: Option<Redis>) -> RateLimiter {
+pub(crate) fn rate_limiter(settings: &Settings, redis: Option<Redis>) -> RateLimiter<IpAddr> {
     let shared = redis.map(|redis| {
         let prefix = format!("{}ratelimit:", settings.redis_key_prefix);
         SharedLimiter::new(redis, prefix)

@@ -42,6 +42,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::time::Instant;
+use tracing::Span;
 use zocalo_cache::Redis;
 use zocalo_http::auth::{KeySource, TokenError, TokenVerifier};
 use zocalo_http::balance::{Endpoint, EndpointId, Pick, report_answer, worth_another_instance};
@@ -115,7 +116,7 @@ pub(crate) struct Gateway {
     pub routes: RouteTable,
     pub verifier: Option<Arc<TokenVerifier>>,
     client: UpstreamClient,
-    pub(crate) limiter: RateLimiter,
+    pub(crate) limiter: RateLimiter<IpAddr>,
     cache: Option<ResponseCache>,
     trusted_proxies: Box<[IpAddr]>,
     max_header_bytes: usize,
@@ -392,7 +393,7 @@ impl Gateway {
             return Ok(());
         };
         self.limiter
-            .check(&ip.to_string())
+            .check(&ip)
             .await
             .map_err(|refusal| GatewayError::RateLimited {
                 retry_after_secs: refusal.retry_after_secs.unwrap_or(1),
@@ -615,7 +616,8 @@ fn upstream_request(
 /// The upstream's response, minus what described its connection to us. The
 /// instance's in-flight count and the service's bulkhead slot are released
 /// when the body has been sent (or dropped), not at the response head, so
-/// that long downloads count as load.
+/// that long downloads count as load; the request's span stays open as long,
+/// so that its duration covers the body.
 pub(crate) fn downstream(
     response: http::Response<Incoming>,
     pick: Pick,
@@ -627,15 +629,18 @@ pub(crate) fn downstream(
         parts,
         Body::new(Tracked {
             body,
+            span: Span::current(),
             _pick: pick,
             _permit: permit,
         }),
     )
 }
 
-/// A response body that holds its request's slots until it is done.
+/// A response body that holds its request's slots and span until it is
+/// done.
 struct Tracked {
     body: Incoming,
+    span: Span,
     _pick: Pick,
     _permit: Permit,
 }
@@ -648,7 +653,12 @@ impl hyper::body::Body for Tracked {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+        let this = self.get_mut();
+        let frame = Pin::new(&mut this.body).poll_frame(cx);
+        if let Poll::Ready(Some(Err(error))) = &frame {
+            crate::edge::log_body_failure(&this.span, error);
+        }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {

@@ -3,7 +3,7 @@
 
 use zocalo_testkit::logs::CapturedLogs;
 
-use crate::support::{gateway_over_reviews, header};
+use crate::support::{dead_url, gateway_over_reviews, header, settings, spawn_gateway};
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CLIENT_SPAN: &str = "00f067aa0ba902b7";
@@ -77,4 +77,35 @@ async fn a_request_without_trace_context_starts_a_fresh_trace_per_request() {
     let forwarded = header(&response, "x-echo-traceparent").unwrap();
     assert_ne!(forwarded, "00-garbage");
     assert_eq!(parts(forwarded).0.len(), 32);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_failed_request_is_logged_at_error_in_its_trace_with_its_request_id() {
+    // At info the request span's fields (its request id) are on each line.
+    let (logs, dispatch) = CapturedLogs::dispatch("info");
+    let _subscriber = tracing::dispatcher::set_default(&dispatch);
+    let gateway = spawn_gateway(settings(&dead_url().await)).await;
+
+    let response = gateway
+        .client
+        .get("/api/reviews")
+        .header("traceparent", format!("00-{TRACE_ID}-{CLIENT_SPAN}-01"))
+        .header("x-request-id", "failing-request-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 502);
+
+    let failed = logs.with_message("response failed");
+    assert_eq!(failed.len(), 1, "{:?}", logs.lines());
+    let line = &failed[0];
+    assert_eq!(line["level"], "ERROR");
+    assert_eq!(line["classification"], "Status code: 502 Bad Gateway");
+    assert_eq!(line["trace_id"], TRACE_ID);
+    assert_eq!(line["span"]["request_id"], "failing-request-1");
+    assert!(line["latency"].as_str().unwrap().ends_with(" ms"), "{line}");
+    assert!(
+        logs.with_message("finished processing request").is_empty(),
+        "at info the debug line stays out"
+    );
 }
