@@ -16,6 +16,7 @@ mod redis_outage;
 mod replica_outage;
 mod service_calls;
 mod support;
+mod tls;
 
 const ADMIN_EMAIL: &str = "root@example.com";
 const ADMIN_PASSWORD: &str = "root-password-1";

@@ -3,11 +3,14 @@
 //! - `zocalo up` runs every service in one process: each on its own loopback
 //!   port, the gateway in front on `:8080`, SQLite files under `./data`;
 //! - `zocalo serve <service>` runs one service (a container, a pod);
-//! - `zocalo migrate [<service>]` applies migrations and exits.
+//! - `zocalo migrate [<service>]` applies migrations and exits;
+//! - `zocalo admin …` runs one-off tasks (a development certificate, a
+//!   health probe for containers).
 //!
 //! This crate only parses the command line and wires services together; all
 //! behaviour lives in the service and platform crates.
 
+mod admin;
 mod live;
 mod settings;
 mod up;
@@ -55,6 +58,11 @@ enum Command {
     Worker { service: Service },
     /// Apply migrations of one service, or of all, and exit.
     Migrate { service: Option<Service> },
+    /// One-off administration tasks.
+    Admin {
+        #[command(subcommand)]
+        command: admin::AdminCommand,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -123,5 +131,6 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Serve { service } => up::serve(service, settings).await,
         Command::Migrate { service } => up::migrate(service, settings).await,
         Command::Worker { service } => up::worker(service, settings).await,
+        Command::Admin { command } => admin::run(command).await,
     }
 }
