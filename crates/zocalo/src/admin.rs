@@ -27,6 +27,7 @@ pub enum AdminCommand {
     /// GET an `http://host:port/path` URL; exit 0 on a 2xx answer within
     /// the timeout, 1 otherwise.
     Probe {
+        #[arg(env = "ZOCALO_PROBE_URL", default_value = "http://127.0.0.1:8080/live")]
         url: String,
         #[arg(long, default_value_t = 2000)]
         timeout_ms: u64,
