@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 mod breaker_outage;
 mod bus_outage;
+mod deploy;
 mod discovery;
 mod distributed;
 mod otlp;
