@@ -443,7 +443,7 @@ def migration_job(services):
             },
         },
         "spec": {
-            "backoffLimit": 3,
+            "backoffLimit": 6,
             "activeDeadlineSeconds": 600,
             "ttlSecondsAfterFinished": 86400,
             "template": {

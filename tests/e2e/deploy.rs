@@ -304,3 +304,46 @@ fn promql_names_are_found_outside_labels_ranges_and_groupings() {
         ["job_queue_depth", "job_queue_depth"]
     );
 }
+
+/// `zocalo worker` serves `/live`, `/ready` and `/metrics` on
+/// `worker_listen` (probes and scraping in containers), and `zocalo admin
+/// probe` — the images' health check — tells a ready endpoint from a
+/// missing one by its exit status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_serves_admin_endpoints_that_the_probe_command_checks() {
+    let data = crate::tempfile_dir::Dir::new();
+    let sqlite = |file: &str| format!("sqlite://{}", data.0.join(file).display());
+    let mut child = crate::zocalo()
+        .args(["worker", "orders"])
+        .env("ZOCALO_DATA_DIR", &data.0)
+        .env("ZOCALO_ORDERS__DATABASE_URL", sqlite("orders.db"))
+        .env("ZOCALO_ORDERS__BUS_URL", sqlite("bus.db"))
+        .env("ZOCALO_ORDERS__CLIENT_SECRET", "unused-here")
+        .env("ZOCALO_WORKER_LISTEN", "127.0.0.1:0")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = support::stdout_lines(&mut child);
+    let port: u16 = support::wait_for_line(&lines, "the worker's admin port", |line| {
+        line.strip_prefix("Orders worker admin endpoints on port ")?
+            .parse()
+            .ok()
+    });
+    let probe = |url: String| {
+        crate::zocalo()
+            .args(["admin", "probe", &url])
+            .output()
+            .unwrap()
+    };
+    let ready = probe(format!("http://127.0.0.1:{port}/ready"));
+    assert!(ready.status.success(), "{ready:?}");
+    let absent = probe(format!("http://127.0.0.1:{port}/no-such-path"));
+    assert!(!absent.status.success(), "a 404 is not healthy");
+    let closed = probe(format!("http://127.0.0.1:{}/live", crate::free_port()));
+    assert!(!closed.status.success(), "nothing listening is not healthy");
+    let metrics =
+        support::metrics(&reqwest::Client::new(), &format!("http://127.0.0.1:{port}")).await;
+    assert!(metrics.contains("upstream_retries_total"), "{metrics}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
