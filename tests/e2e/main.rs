@@ -491,16 +491,7 @@ fn invalid_configuration_exits_64_naming_the_key() {
 #[test]
 fn migrate_applies_migrations_and_exits() {
     let data = tempfile_dir::Dir::new();
-    let output = zocalo()
-        .arg("migrate")
-        .env("ZOCALO_DATA_DIR", &data.0)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    support::run_ok(zocalo().arg("migrate").env("ZOCALO_DATA_DIR", &data.0));
     assert!(data.0.join("auth.db").exists());
     assert!(data.0.join("reviews.db").exists());
     assert!(data.0.join("catalog.db").exists());

@@ -10,16 +10,7 @@ use crate::{free_port, support, tempfile_dir, zocalo};
 
 /// `zocalo admin dev-cert` into `dir`; the PEM certificate it wrote.
 fn dev_cert(dir: &Path) -> Vec<u8> {
-    let output = zocalo()
-        .args(["admin", "dev-cert", "--out-dir"])
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    support::run_ok(zocalo().args(["admin", "dev-cert", "--out-dir"]).arg(dir));
     std::fs::read(dir.join("cert.pem")).unwrap()
 }
 
