@@ -6,10 +6,12 @@
 #     schema validation (kubernetes-validate, strict) for the oldest and the
 #     newest Kubernetes version we support, and every Deployment has probes,
 #     limits, an autoscaler, a disruption budget and a network policy;
-#   - the compose file validates (`docker-compose config`);
+#   - the compose file validates (`docker-compose config`, and the Compose
+#     specification's JSON schema as vendored by check-jsonschema);
 #   - the Dockerfile parses (BuildKit's parser, via the `dockerfile` package)
 #     and its images run as non-root with a health check;
-#   - `promtool` accepts the alert rules and the Prometheus configuration;
+#   - `promtool` accepts the alert rules and the Prometheus configuration,
+#     and the rules' unit tests (alerts_test.yml) pass;
 #   - the dashboards are valid JSON.
 #
 # A missing tool fails the run when CI is set (CI must install it: see
@@ -67,8 +69,12 @@ if have kubectl kustomize --help; then
 fi
 
 if have docker-compose version; then
-  check "compose file validates" \
+  check "compose file validates (docker-compose config)" \
     docker-compose --project-directory deploy/compose -f deploy/compose/compose.yaml config -q
+fi
+if have check-jsonschema --version; then
+  check "compose file validates against the Compose specification schema" \
+    check-jsonschema --builtin-schema vendor.compose-spec deploy/compose/compose.yaml
 fi
 
 if have python3 -c 'import dockerfile'; then
@@ -94,6 +100,8 @@ fi
 
 if have promtool --version; then
   check "alert rules pass promtool" promtool check rules deploy/prometheus/alerts.yml
+  check "alert rules fire as their unit tests expect" \
+    sh -c 'cd deploy/prometheus && promtool test rules alerts_test.yml'
   check "Prometheus configuration passes promtool" promtool check config deploy/prometheus/prometheus.yml
 fi
 

@@ -513,7 +513,12 @@ def kubernetes_files(services):
 
 
 def compose_env(service, services):
-    env = {"ZOCALO_CONFIG": "/etc/zocalo/zocalo.toml"}
+    env = {
+        "ZOCALO_CONFIG": "/etc/zocalo/zocalo.toml",
+        # The token issuer: every process must agree on it.
+        "ZOCALO_PUBLIC_URL": "${ZOCALO_PUBLIC_URL:-http://localhost:8080}",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://jaeger:4318",
+    }
     if service["worker"]:
         env["ZOCALO_WORKER_LISTEN"] = f"0.0.0.0:{service['port']}"
     if service["database"]:
@@ -546,6 +551,7 @@ def compose_service(service, services):
     }
     if service["name"] != "auth":
         depends["auth"] = {"condition": "service_healthy"}
+    depends["jaeger"] = {"condition": "service_started"}
     entry = {
         "image": f"${{ZOCALO_IMAGE:-{IMAGE}}}{'' if image == 'zocalo' else '-worker'}:${{ZOCALO_TAG:-latest}}",
         "command": service["command"],
