@@ -3,7 +3,7 @@
 //! redirect, and a renewed certificate served without a restart.
 
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::{free_port, support, tempfile_dir, zocalo};
@@ -158,5 +158,28 @@ async fn the_gateway_serves_https_redirects_http_and_reloads_its_certificate() {
     };
     assert!(reloads("rejected") >= 1.0, "{metrics}");
     assert!(reloads("ok") >= 1.0, "{metrics}");
-    drop(stack);
+
+    // SIGTERM drains and stops the TLS and redirect listeners cleanly.
+    let mut stack = stack;
+    let pid = stack.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = support::eventually(
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        async || {
+            stack
+                .0
+                .try_wait()
+                .unwrap()
+                .ok_or("still running after SIGTERM".to_owned())
+        },
+    )
+    .await;
+    assert!(status.success(), "clean exit: {status:?}");
 }
