@@ -622,10 +622,8 @@ def infrastructure(databases):
         "postgres": {
             "image": "postgres:16-bookworm",
             "environment": pg_env,
-            "volumes": [
-                "postgres:/var/lib/postgresql/data",
-                "./postgres/primary-init.sh:/docker-entrypoint-initdb.d/10-zocalo.sh:ro",
-            ],
+            "volumes": ["postgres:/var/lib/postgresql/data"],
+            "configs": [{"source": "postgres-init", "target": "/docker-entrypoint-initdb.d/10-zocalo.sh"}],
             "command": ["postgres", "-c", "wal_level=replica", "-c", "max_wal_senders=10", "-c", "hot_standby=on"],
             "healthcheck": health(["CMD", "pg_isready", "-U", "zocalo", "-d", "postgres"]),
             "deploy": restart,
@@ -638,10 +636,8 @@ def infrastructure(databases):
                 "REPLICATION_PASSWORD": "${REPLICATION_PASSWORD:-replication-dev}",
                 "PGDATA": "/var/lib/postgresql/data/pgdata",
             },
-            "volumes": [
-                "postgres-replica:/var/lib/postgresql/data",
-                "./postgres/replica-entrypoint.sh:/usr/local/bin/replica-entrypoint.sh:ro",
-            ],
+            "volumes": ["postgres-replica:/var/lib/postgresql/data"],
+            "configs": [{"source": "postgres-replica", "target": "/usr/local/bin/replica-entrypoint.sh"}],
             "entrypoint": ["bash", "/usr/local/bin/replica-entrypoint.sh"],
             "depends_on": {"postgres": {"condition": "service_healthy"}},
             "healthcheck": health(["CMD", "pg_isready", "-U", "zocalo", "-d", "postgres"], start_period="30s"),
@@ -671,10 +667,10 @@ def infrastructure(databases):
         "prometheus": {
             "image": "prom/prometheus:v2.53.0",
             "command": ["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.retention.time=7d"],
-            "volumes": [
-                "../prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro",
-                "../prometheus/alerts.yml:/etc/prometheus/alerts.yml:ro",
-                "prometheus:/prometheus",
+            "volumes": ["prometheus:/prometheus"],
+            "configs": [
+                {"source": "prometheus", "target": "/etc/prometheus/prometheus.yml"},
+                {"source": "alerts", "target": "/etc/prometheus/alerts.yml"},
             ],
             "ports": [{"target": 9090, "published": "9090", "protocol": "tcp"}],
             "healthcheck": health(["CMD", "wget", "-q", "-O-", "http://127.0.0.1:9090/-/ready"]),
@@ -699,7 +695,15 @@ def migrate_env(databases):
 
 def compose_tail():
     return {
-        "configs": {"zocalo": {"file": "../zocalo.toml"}},
+        # Files reach containers as configs, never bind mounts, so that the
+        # same file works on a Swarm, whose nodes do not share this tree.
+        "configs": {
+            "zocalo": {"file": "../zocalo.toml"},
+            "postgres-init": {"file": "postgres/primary-init.sh"},
+            "postgres-replica": {"file": "postgres/replica-entrypoint.sh"},
+            "prometheus": {"file": "../prometheus/prometheus.yml"},
+            "alerts": {"file": "../prometheus/alerts.yml"},
+        },
         "volumes": {"postgres": {}, "postgres-replica": {}, "nats": {}, "prometheus": {}},
     }
 
