@@ -10,6 +10,7 @@ mod breaker_outage;
 mod bus_outage;
 mod cinema;
 mod cinema_query;
+mod deploy;
 mod discovery;
 mod distributed;
 mod otlp;
@@ -18,6 +19,7 @@ mod redis_outage;
 mod replica_outage;
 mod service_calls;
 mod support;
+mod tls;
 
 const ADMIN_EMAIL: &str = "root@example.com";
 const ADMIN_PASSWORD: &str = "root-password-1";
@@ -495,16 +497,7 @@ fn invalid_configuration_exits_64_naming_the_key() {
 #[test]
 fn migrate_applies_migrations_and_exits() {
     let data = tempfile_dir::Dir::new();
-    let output = zocalo()
-        .arg("migrate")
-        .env("ZOCALO_DATA_DIR", &data.0)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    support::run_ok(zocalo().arg("migrate").env("ZOCALO_DATA_DIR", &data.0));
     assert!(data.0.join("auth.db").exists());
     assert!(data.0.join("reviews.db").exists());
     assert!(data.0.join("catalog.db").exists());

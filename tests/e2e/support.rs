@@ -32,6 +32,19 @@ pub(crate) fn unique_bucket() -> String {
     format!("t_{}", &uuid::Uuid::new_v4().simple().to_string()[..16])
 }
 
+/// Run `command` to its end; panics with what it wrote to stderr unless it
+/// succeeded.
+pub(crate) fn run_ok(command: &mut std::process::Command) -> std::process::Output {
+    let output = command.output().expect("run the command");
+    assert!(
+        output.status.success(),
+        "{:?} failed: {}",
+        command,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
 /// The lines `child` prints on its (piped) stdout, read on a thread so
 /// that waiting for one can time out.
 pub(crate) fn stdout_lines(child: &mut Child) -> Receiver<String> {

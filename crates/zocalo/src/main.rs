@@ -4,12 +4,14 @@
 //!   port, the gateway in front on `:8080`, SQLite files under `./data`;
 //! - `zocalo serve <service>` runs one service (a container, a pod);
 //! - `zocalo migrate [<service>]` applies migrations and exits;
-//! - `zocalo admin …` runs one-off administrative tasks (`admin rebuild
-//!   cinema-query`).
+//! - `zocalo admin …` runs one-off tasks: rebuild a read model (`admin
+//!   rebuild cinema-query`), a development certificate, a health probe for
+//!   containers.
 //!
 //! This crate only parses the command line and wires services together; all
 //! behaviour lives in the service and platform crates.
 
+mod admin;
 mod live;
 mod settings;
 mod up;
@@ -57,18 +59,11 @@ enum Command {
     Worker { service: Service },
     /// Apply migrations of one service, or of all, and exit.
     Migrate { service: Option<Service> },
-    /// One-off administrative tasks.
+    /// One-off administration tasks.
     Admin {
         #[command(subcommand)]
-        task: AdminTask,
+        command: admin::AdminCommand,
     },
-}
-
-#[derive(Debug, Subcommand)]
-enum AdminTask {
-    /// Rebuild a service's read models from scratch (`rebuild
-    /// cinema-query`: replay the cinema command side's event log).
-    Rebuild { service: Service },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -145,8 +140,6 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Serve { service } => up::serve(service, settings).await,
         Command::Migrate { service } => up::migrate(service, settings).await,
         Command::Worker { service } => up::worker(service, settings).await,
-        Command::Admin {
-            task: AdminTask::Rebuild { service },
-        } => up::rebuild(service, settings).await,
+        Command::Admin { command } => admin::run(command, settings).await,
     }
 }

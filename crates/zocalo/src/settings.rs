@@ -43,6 +43,9 @@ pub struct Settings {
     pub live_config_file: Option<PathBuf>,
     /// A NATS KV key holding [`ProcessLive`] as TOML, followed.
     pub live_config_nats: Option<NatsKvSource>,
+    /// Where `zocalo worker` serves `/live`, `/ready` and `/metrics`
+    /// (probes and scraping); none when absent.
+    pub worker_listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for Settings {
@@ -66,6 +69,7 @@ impl Default for Settings {
             live: ProcessLive::default(),
             live_config_file: None,
             live_config_nats: None,
+            worker_listen: None,
         }
     }
 }
@@ -148,12 +152,23 @@ impl Settings {
         }
     }
 
+    /// The gateway's own URL on this machine: `https` when it terminates
+    /// TLS.
+    pub fn local_gateway_url(&self, gateway_port: u16) -> String {
+        let scheme = if self.gateway.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://127.0.0.1:{gateway_port}")
+    }
+
     /// One issuer for every service: the public URL of the gateway.
     pub fn share_issuer(&mut self, gateway_port: u16) {
         let public = self
             .public_url
             .clone()
-            .unwrap_or_else(|| format!("http://127.0.0.1:{gateway_port}"));
+            .unwrap_or_else(|| self.local_gateway_url(gateway_port));
         self.auth.issuer = public.clone();
         self.auth.public_url = public.clone();
         self.reviews.issuer = public.clone();

@@ -120,7 +120,7 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     let gateway = zocalo_gateway::Application::build(settings.gateway.clone())
         .await
         .context("starting the gateway")?;
-    let gateway_url = local(gateway.port());
+    let gateway_url = settings.local_gateway_url(gateway.port());
     servers.spawn(gateway.run_until_stopped(shutdown.clone()));
     println!("gateway listening on {gateway_url}");
     tracing::info!(%gateway_url, "zocalo up");
@@ -241,6 +241,12 @@ pub async fn serve(service: Service, mut settings: Settings) -> anyhow::Result<(
 fn gateway_settings(settings: &Settings) -> anyhow::Result<zocalo_gateway::Settings> {
     let mut gateway = settings.gateway.clone();
     if settings.discovery.kind != DiscoveryKind::Static && gateway.effective_jwks_url().is_none() {
+        // Through its own TLS listener the gateway would have to trust its
+        // own certificate: name an auth address instead.
+        anyhow::ensure!(
+            gateway.tls.is_none(),
+            "key `gateway.jwks_url`: required when the gateway terminates TLS with discovery"
+        );
         let port = gateway.listen.port();
         anyhow::ensure!(
             port != 0,
@@ -412,6 +418,21 @@ pub async fn worker(service: Service, settings: Settings) -> anyhow::Result<()> 
         other => anyhow::bail!("{other:?} has no job consumers"),
     }
     let _live = crate::live::start(&settings, &shutdown)?;
+    if let Some(addr) = settings.worker_listen {
+        let listener = zocalo_http::server::bind(addr)
+            .await
+            .with_context(|| format!("key `worker_listen`: cannot listen on {addr}"))?;
+        println!(
+            "{service:?} worker admin endpoints on port {}",
+            listener.local_addr()?.port()
+        );
+        let admin = zocalo_telemetry::admin_router(zocalo_telemetry::always_ready());
+        servers.spawn(zocalo_http::server::serve(
+            listener,
+            admin,
+            shutdown.clone(),
+        ));
+    }
     println!("{service:?} worker running");
     wait(servers, shutdown, None).await
 }

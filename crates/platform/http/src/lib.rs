@@ -15,7 +15,9 @@
 //!   circuit breakers (outlier ejection) and a retry budget;
 //! - [`session`]: the caller's subject as a routing hint for read-your-writes;
 //! - [`client`]: the outgoing client for calls between services, balanced
-//!   over the callee's live instances, with retries and timeouts.
+//!   over the callee's live instances, with retries and timeouts;
+//! - [`tls`]: TLS termination (rustls with ring) with certificates re-read
+//!   from their files, and the plain-HTTP redirect.
 //!
 //! It depends on `zocalo-telemetry`, `zocalo-cache` and `zocalo-discovery`
 //! only, never on a service.
@@ -30,6 +32,7 @@ pub mod problem;
 pub mod ratelimit;
 pub mod server;
 pub mod session;
+pub mod tls;
 
 pub use problem::{FieldError, Problem};
 

@@ -27,6 +27,10 @@
 //! without a restart, from a watched file or a NATS KV key (see
 //! [`LiveSettings`]).
 //!
+//! With `tls` set it terminates TLS itself (rustls, certificate re-read
+//! when its files change; see `zocalo_http::tls`), optionally redirecting
+//! plain HTTP from a second port, and sends HSTS when `hsts` is on.
+//!
 //! Not supported yet: protocol upgrades (WebSocket) and TLS to upstreams.
 //!
 //! Like every service it depends on platform crates only (`zocalo-http`,
@@ -63,7 +67,9 @@ use zocalo_http::auth::TokenVerifier;
 use zocalo_telemetry::{ReadinessCheck, admin_router, always_ready};
 
 pub use routes::Upstreams;
-pub use settings::{CacheSettings, LiveSettings, MAX_ROUTE_WEIGHT, RouteSettings, Settings};
+pub use settings::{
+    CacheSettings, LiveSettings, MAX_ROUTE_WEIGHT, RouteSettings, Settings, TlsSettings,
+};
 pub use zocalo_http::balance::{BreakerSettings, RetrySettings, Strategy};
 
 use crate::proxy::Gateway;
@@ -76,11 +82,21 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    /// Present when the gateway terminates TLS.
+    tls: Option<Tls>,
     port: u16,
     upstreams: Upstreams,
     live: Arc<Live<LiveSettings>>,
     /// Stops the live-configuration tasks when the application goes away.
     _live_tasks: DropGuard,
+}
+
+/// What serving over TLS needs besides the main listener.
+struct Tls {
+    acceptor: tokio_rustls::TlsAcceptor,
+    /// The plain-HTTP listener that redirects to HTTPS, and the HTTPS port
+    /// its redirects name.
+    redirect: Option<(TcpListener, u16)>,
 }
 
 impl Application {
@@ -101,9 +117,14 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
         let port = listener.local_addr()?.port();
+        let tls = match &settings.tls {
+            Some(tls) => Some(Tls::start(tls, port, &live_tasks).await?),
+            None => None,
+        };
         Ok(Self {
             listener,
             router,
+            tls,
             port,
             upstreams,
             live,
@@ -129,29 +150,79 @@ impl Application {
     /// Serve until `shutdown` is cancelled, then let in-flight requests
     /// finish (for at most [`DRAIN_LIMIT`]).
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
-        tracing::info!(port = self.port, "gateway listening");
-        let listener = self.listener.tap_io(|stream| {
-            // Proxied responses are often small; do not let Nagle delay them.
-            if let Err(error) = stream.set_nodelay(true) {
-                tracing::debug!(%error, "cannot set TCP_NODELAY");
-            }
-        });
-        let server = axum::serve(
-            listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-        let deadline = async {
-            shutdown.cancelled().await;
-            tokio::time::sleep(DRAIN_LIMIT).await;
+        let service = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let stopped = shutdown.clone().cancelled_owned();
+        let Some(tls) = self.tls else {
+            tracing::info!(port = self.port, "gateway listening");
+            let listener = self.listener.tap_io(|stream| {
+                // Proxied responses are often small; do not let Nagle delay them.
+                if let Err(error) = stream.set_nodelay(true) {
+                    tracing::debug!(%error, "cannot set TCP_NODELAY");
+                }
+            });
+            let server = axum::serve(listener, service).with_graceful_shutdown(stopped);
+            return with_drain_limit(server.into_future(), &shutdown).await;
         };
-        tokio::select! {
-            result = server => result,
-            () = deadline => {
-                tracing::warn!("drain limit reached, dropping remaining connections");
-                Ok(())
+        tracing::info!(port = self.port, "gateway listening with TLS");
+        // `tap_io` gives the connections their peer address (`ConnectInfo`).
+        let listener =
+            zocalo_http::tls::TlsListener::new(self.listener, tls.acceptor)?.tap_io(|_| {});
+        let server = axum::serve(listener, service).with_graceful_shutdown(stopped);
+        let redirect = async {
+            let Some((listener, https_port)) = tls.redirect else {
+                return Ok(());
+            };
+            let router = zocalo_http::tls::redirect_router(https_port);
+            axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+                .await
+        };
+        let (served, redirected) =
+            tokio::join!(with_drain_limit(server.into_future(), &shutdown), redirect);
+        served.and(redirected)
+    }
+}
+
+impl Tls {
+    /// Load the certificate (failing now if it does not load), follow its
+    /// files until `stop`, and bind the redirect listener.
+    async fn start(
+        settings: &TlsSettings,
+        https_port: u16,
+        stop: &CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let (acceptor, cert) = zocalo_http::tls::acceptor(settings).context("key `gateway.tls`")?;
+        zocalo_http::tls::follow_files(cert, settings.clone(), stop.clone());
+        let redirect = match settings.redirect_listen {
+            Some(addr) => {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr}"))?;
+                Some((listener, settings.redirect_port.unwrap_or(https_port)))
             }
+            None => None,
+        };
+        Ok(Self { acceptor, redirect })
+    }
+}
+
+/// Run `server` to its end, but once `shutdown` fires give the requests in
+/// flight at most [`DRAIN_LIMIT`] before dropping them.
+async fn with_drain_limit(
+    server: impl Future<Output = std::io::Result<()>>,
+    shutdown: &CancellationToken,
+) -> std::io::Result<()> {
+    let deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(DRAIN_LIMIT).await;
+    };
+    tokio::select! {
+        result = server => result,
+        () = deadline => {
+            tracing::warn!("drain limit reached, dropping remaining connections");
+            Ok(())
         }
     }
 }

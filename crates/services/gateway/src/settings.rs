@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use zocalo_config::live::{NatsKvSource, Validate};
 use zocalo_http::balance::{BreakerSettings, RetrySettings, Strategy};
 use zocalo_http::ratelimit::RateLimit;
+pub use zocalo_http::tls::TlsSettings;
 
 /// One routing rule: requests whose path starts with `prefix` (on a segment
 /// boundary) go to one of the instances of `service`. Routes of the same
@@ -164,6 +165,9 @@ pub struct Settings {
     pub max_concurrent: usize,
     /// Send `Strict-Transport-Security`; only meaningful behind TLS.
     pub hsts: bool,
+    /// Terminate TLS on `listen` with this certificate (re-read when its
+    /// files change), optionally redirecting plain HTTP from another port.
+    pub tls: Option<TlsSettings>,
 }
 
 impl Default for Settings {
@@ -196,6 +200,7 @@ impl Default for Settings {
             retry: RetrySettings::default(),
             max_concurrent: 1024,
             hsts: false,
+            tls: None,
         }
     }
 }
