@@ -95,6 +95,23 @@ def documents(*docs):
 # --- the services table ----------------------------------------------------
 
 
+# Sections whose processes call other services with a token of their own
+# (OAuth2 client credentials): section -> client id. Auth declares them all.
+SERVICE_CLIENTS = {"orders": "orders", "cinema_query": "cinema-query"}
+
+
+def auth_clients(secret):
+    """auth's `clients` setting; `secret(client_id)` gives each secret."""
+    return "[" + ",".join(
+        f'{{client_id="{client}",client_secret="{secret(client)}",name="{client}",roles=["service"]}}'
+        for client in SERVICE_CLIENTS.values()
+    ) + "]"
+
+
+def client_secret_variable(client):
+    return client.upper().replace("-", "_") + "_CLIENT_SECRET"
+
+
 def load_services():
     with open(DEPLOY / "services.toml", "rb") as f:
         services = tomllib.load(f)["service"]
@@ -200,8 +217,9 @@ def service_env(service):
             secret_env("ZOCALO_ADMIN_EMAIL", "admin-email", optional=True),
             secret_env("ZOCALO_ADMIN_PASSWORD", "admin-password", optional=True),
         ]
-    if service["section"] == "orders":
-        env.append(secret_env("ZOCALO_ORDERS__CLIENT_SECRET", "orders-client-secret"))
+    client = SERVICE_CLIENTS.get(service["section"])
+    if client:
+        env.append(secret_env(env_name(service["section"], "client_secret"), f"{client}-client-secret"))
     env.append(
         {"name": "OTEL_SERVICE_NAME", "value": f"zocalo-{service['name']}"}
     )
@@ -530,14 +548,16 @@ def compose_env(service, services):
             f"postgres://zocalo:${{POSTGRES_PASSWORD:-zocalo-dev}}@postgres-replica:5432/{db}"
         )
     if service["name"] == "auth":
-        env["ZOCALO_AUTH__CLIENTS"] = (
-            '[{client_id="orders",client_secret="${ORDERS_CLIENT_SECRET:-orders-dev-secret}",'
-            'name="orders",roles=["service"]}]'
+        env["ZOCALO_AUTH__CLIENTS"] = auth_clients(
+            lambda client: f"${{{client_secret_variable(client)}:-{client}-dev-secret}}"
         )
         env["ZOCALO_ADMIN_EMAIL"] = "${ZOCALO_ADMIN_EMAIL:-admin@example.com}"
         env["ZOCALO_ADMIN_PASSWORD"] = "${ZOCALO_ADMIN_PASSWORD:-change-me-now}"
-    if service["section"] == "orders":
-        env["ZOCALO_ORDERS__CLIENT_SECRET"] = "${ORDERS_CLIENT_SECRET:-orders-dev-secret}"
+    client = SERVICE_CLIENTS.get(service["section"])
+    if client:
+        env[env_name(service["section"], "client_secret")] = (
+            f"${{{client_secret_variable(client)}:-{client}-dev-secret}}"
+        )
     env["OTEL_SERVICE_NAME"] = f"zocalo-{service['name']}"
     return env
 
@@ -750,8 +770,8 @@ def dev_secrets(services):
         url = f"postgres://zocalo:zocalo-dev@postgres:5432/{database}"
         lines.append(f"{secret_key(database, 'database-url')}={url}")
     lines += [
-        "orders-client-secret=orders-dev-secret",
-        'auth-clients=[{client_id="orders",client_secret="orders-dev-secret",name="orders",roles=["service"]}]',
+        *(f"{client}-client-secret={client}-dev-secret" for client in SERVICE_CLIENTS.values()),
+        "auth-clients=" + auth_clients(lambda client: f"{client}-dev-secret"),
         "admin-email=admin@example.com",
         "admin-password=change-me-now",
     ]
