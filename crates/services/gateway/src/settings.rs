@@ -234,17 +234,21 @@ fn default_routes() -> Vec<RouteSettings> {
         RouteSettings::new("/api/cinema/tickets", "cinema-command"),
         RouteSettings::new("/api/cinema/webhooks", "cinema-command"),
     ])
-    .chain([media_route()])
+    .chain([
+        upload_route("/api/tasks", "media"),
+        upload_route("/videos", "web"),
+    ])
     .collect()
 }
 
-/// Video uploads: bodies up to the media service's own default limit
-/// (512 MiB, which it enforces exactly), and time to send them.
-fn media_route() -> RouteSettings {
+/// Video uploads (to the API, and through the web's upload page): bodies up
+/// to the media service's own default limit (512 MiB, which it enforces
+/// exactly), and time to send them.
+fn upload_route(prefix: &str, service: &str) -> RouteSettings {
     RouteSettings {
         max_body_bytes: Some(512 * 1024 * 1024 + 64 * 1024),
         timeout_ms: Some(600_000),
-        ..RouteSettings::new("/api/tasks", "media")
+        ..RouteSettings::new(prefix, service)
     }
 }
 

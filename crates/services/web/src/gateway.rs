@@ -9,6 +9,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use zocalo_http::{FieldError, Problem};
 
+/// Files (uploads, videos played or downloaded) take as long as they take,
+/// within the gateway's own limit for uploads.
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// A failed call: the API's problem, or no answer at all.
 #[derive(Debug, Clone)]
 pub enum ApiError {
@@ -130,6 +134,48 @@ impl Gateway {
             .await
             .map_err(|e| ApiError::Unavailable(e.to_string()))?;
         check(response).await.map(drop)
+    }
+
+    /// A file of the visitor's (a PDF, a video), its answer left unread so
+    /// that it can be streamed on; `range` is the browser's `Range`. A 416
+    /// (a range past the end) is an error like any other refusal.
+    pub async fn fetch(
+        &self,
+        path: &str,
+        token: &str,
+        range: Option<&axum::http::HeaderValue>,
+    ) -> Result<reqwest::Response, ApiError> {
+        let request = zocalo_http::traced(
+            self.http
+                .get(format!("{}{path}", self.base))
+                .bearer_auth(token),
+        );
+        let mut request = request.timeout(TRANSFER_TIMEOUT);
+        if let Some(range) = range {
+            request = request.header("range", range.as_bytes());
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        check(response).await
+    }
+
+    /// A streamed upload: `body` goes to `path` as it arrives, with the
+    /// browser's `content_type` (multipart, with its boundary).
+    pub async fn upload<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        token: &str,
+        content_type: &str,
+        body: reqwest::Body,
+    ) -> Result<T, ApiError> {
+        let request = self
+            .request(Method::POST, path, Some(token))
+            .header("content-type", content_type)
+            .timeout(TRANSFER_TIMEOUT)
+            .body(body);
+        decode(request).await
     }
 
     /// Whether the gateway answers at all (readiness).

@@ -14,6 +14,7 @@
 mod app;
 mod assets;
 mod csrf;
+mod download;
 mod error;
 mod gateway;
 mod models;

@@ -23,4 +23,16 @@ pub const APPS: &[App] = &[
         href: "/books",
         blurb: "A second-hand book store: find a book, buy it, or sell your own.",
     },
+    App {
+        section: "cinema",
+        name: "Cinema",
+        href: "/cinema",
+        blurb: "Movies now showing: pick a showtime, choose your seats and get your tickets.",
+    },
+    App {
+        section: "videos",
+        name: "Videos",
+        href: "/videos",
+        blurb: "Upload a video clip and get it back processed, ready to play or download.",
+    },
 ];

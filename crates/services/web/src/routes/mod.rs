@@ -2,7 +2,9 @@
 
 mod account;
 mod books;
+mod cinema;
 mod reviews;
+mod videos;
 
 use axum::Router;
 use axum::middleware;
@@ -17,6 +19,8 @@ pub fn router(state: AppState) -> Router {
         .merge(account::routes())
         .merge(reviews::routes())
         .merge(books::routes())
+        .merge(cinema::routes())
+        .merge(videos::routes())
         .layer(middleware::from_fn_with_state(
             state.clone(),
             session::visit,
