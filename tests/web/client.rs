@@ -73,7 +73,14 @@ impl Visitor {
             .join("; ")
     }
 
-    async fn send(&mut self, request: reqwest::RequestBuilder) -> Page {
+    /// A request to `path` to be finished by the caller (a multipart
+    /// upload, a `Range`) and sent with [`Visitor::send`].
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.base))
+    }
+
+    /// Send with this browser's cookies, keeping those the answer sets.
+    pub async fn send(&mut self, request: reqwest::RequestBuilder) -> Page {
         let request = if self.cookies.is_empty() {
             request
         } else {

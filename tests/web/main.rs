@@ -3,8 +3,10 @@
 //! cookies are safe and refreshed, API errors become pages and field
 //! messages.
 
+mod cinema;
 mod client;
 mod stack;
+mod videos;
 
 use std::time::{Duration, Instant};
 

@@ -94,6 +94,14 @@ impl FormErrors {
         Ok(Self { fields, general })
     }
 
+    /// One message for the whole form.
+    pub fn message(message: String) -> Self {
+        Self {
+            fields: Vec::new(),
+            general: Some(message),
+        }
+    }
+
     pub fn field(field: &str, message: &str) -> Self {
         Self {
             fields: vec![FieldError {

@@ -270,12 +270,23 @@ async fn movie(
         ("date", filter.date.clone()),
         ("limit", "100".into()),
     ];
-    // A day that is not a day is shown next to its field.
-    let listed: Result<Page<Showtime>, ApiError> = state
-        .gateway
-        .get_query("/api/cinema/showtimes", &query, None)
-        .await;
+    // A day that is not a day is shown next to its field (browsers without
+    // a date picker let anything be typed).
+    let bad_day = !filter.date.is_empty()
+        && chrono::NaiveDate::parse_from_str(&filter.date, "%Y-%m-%d").is_err();
+    let listed: Result<Page<Showtime>, ApiError> = if bad_day {
+        Ok(Page { items: Vec::new() })
+    } else {
+        state
+            .gateway
+            .get_query("/api/cinema/showtimes", &query, None)
+            .await
+    };
     let (showtimes, errors) = match listed {
+        Ok(_) if bad_day => (
+            Vec::new(),
+            FormErrors::field("date", "must be a day as YYYY-MM-DD"),
+        ),
         Ok(page) => (page.items, FormErrors::none()),
         Err(error) => (Vec::new(), FormErrors::from_api(error, &[])?),
     };
@@ -388,6 +399,13 @@ struct Checkout {
     errors: FormErrors,
 }
 
+impl Checkout {
+    /// Refusals naming something other than the card (unknown seats).
+    fn other_errors(&self) -> Vec<String> {
+        self.errors.others(&["card", "quantity"])
+    }
+}
+
 fn checkout_form(
     visitor: &Visitor,
     showtime: Showtime,
@@ -469,9 +487,13 @@ async fn checkout(
             },
         ),
         Err(error) => {
-            let errors = FormErrors::from_api(error, &[])?;
-            // Seats taken or too few free: the seats must be picked again,
-            // so the refusal names them and the map is one link away.
+            // Seats taken or too few free (409), a declined card (402): the
+            // API's sentence names the seats or the free count, and the
+            // map is one link away.
+            let errors = match error.status() {
+                Some(402 | 409) => FormErrors::message(error.detail()),
+                _ => FormErrors::from_api(error, &[])?,
+            };
             choice.card.clear();
             checkout_form(&visitor, showtime, choice, errors)
         }

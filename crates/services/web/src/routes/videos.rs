@@ -80,6 +80,11 @@ struct Tasks {
 }
 
 impl Tasks {
+    /// What the API said about the file (not a video, too large).
+    fn file_errors(&self) -> Vec<String> {
+        self.errors.others(&[])
+    }
+
     fn upload_action(&self) -> String {
         format!("/videos?csrf={}", encode(&self.chrome.csrf))
     }

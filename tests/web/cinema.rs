@@ -1,0 +1,194 @@
+//! The cinema through the pages: a manager's showtime is found among the
+//! movies now showing, seats are picked on the seat map and paid for, the
+//! tickets and their PDF are the buyer's, and the API's refusals (seats
+//! taken, too few free) are shown on the checkout form.
+
+use std::time::Duration;
+
+use chrono::{Timelike, Utc};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::client::{Page, Visitor, value_after};
+use crate::stack::{ADMIN_EMAIL, ADMIN_PASSWORD, Stack};
+
+const PASSWORD: &str = "correct horse 42";
+const CARD: &str = "4242424242424242";
+const TITLE: &str = "Amores perros";
+
+async fn created(stack: &Stack, token: &str, path: &str, body: Value, id: &str) -> String {
+    let response = reqwest::Client::new()
+        .post(stack.url(path))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201, "POST {path}");
+    let body: Value = response.json().await.unwrap();
+    body[id].as_str().unwrap().to_owned()
+}
+
+async fn put(stack: &Stack, token: &str, path: &str) {
+    let response = reqwest::Client::new()
+        .put(stack.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "PUT {path}");
+}
+
+/// A cinema with one room of 2 × 5 seats, run by a manager, showing
+/// [`TITLE`] the day after tomorrow; its movie and showtime ids.
+async fn schedule(stack: &Stack) -> (String, String) {
+    let admin = stack.api_token(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let chain = json!({"name": "Cinépolis"});
+    let chain = created(stack, &admin, "/api/cinema/chains", chain, "chain_id").await;
+    let cinema = json!({"chain_id": chain, "name": "Cinépolis Diana", "city": "CDMX", "address": "Reforma 423"});
+    let cinema = created(stack, &admin, "/api/cinema/cinemas", cinema, "cinema_id").await;
+    let mut manager = Visitor::new(&stack.base);
+    manager.sign_up("Mara", "mara@example.com", PASSWORD).await;
+    let token = stack.api_token("mara@example.com", PASSWORD).await;
+    let me: Value = reqwest::Client::new()
+        .get(stack.url("/auth/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = me["id"].as_str().unwrap();
+    put(stack, &admin, &format!("/auth/users/{id}/roles/manager")).await;
+    put(
+        stack,
+        &admin,
+        &format!("/api/cinema/cinemas/{cinema}/managers/{id}"),
+    )
+    .await;
+    let token = stack.api_token("mara@example.com", PASSWORD).await;
+    let room = json!({"cinema_id": cinema, "name": "Sala 1", "rows": 2, "seats_per_row": 5});
+    let room = created(stack, &token, "/api/cinema/rooms", room, "room_id").await;
+    let movie = json!({"title": TITLE, "duration_min": 154});
+    let movie = created(stack, &token, "/api/cinema/movies", movie, "movie_id").await;
+    let starts = (Utc::now() + chrono::Duration::days(2))
+        .with_second(0)
+        .unwrap()
+        .with_nanosecond(0)
+        .unwrap();
+    let showtime = json!({"movie_id": movie, "room_id": room, "starts_at": starts.to_rfc3339(),
+        "prices": [{"class": "standard", "cents": 9000}]});
+    let showtime = created(
+        stack,
+        &token,
+        "/api/cinema/showtimes",
+        showtime,
+        "showtime_id",
+    )
+    .await;
+    (movie, showtime)
+}
+
+/// GET `path` until it contains `text` (the read side follows the command
+/// side within moments), at most 15 s.
+async fn until_contains(visitor: &mut Visitor, path: &str, text: &str) -> Page {
+    for _ in 0..150 {
+        let page = visitor.get(path).await;
+        if page.status == StatusCode::OK && page.html.contains(text) {
+            return page;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{path} never showed {text:?}");
+}
+
+async fn pay(visitor: &mut Visitor, showtime: &str, query: &str) -> Page {
+    let checkout = format!("/cinema/showtimes/{showtime}/checkout");
+    let form = visitor.get(&format!("{checkout}?{query}")).await;
+    assert_eq!(form.status, StatusCode::OK, "{}", form.html);
+    let key = value_after(&form.html, r#"name="key" value=""#).unwrap();
+    let mut fields: Vec<(&str, &str)> = query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .collect();
+    fields.extend([("key", key.as_str()), ("card", CARD)]);
+    visitor.submit(&checkout, &form, &fields).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seats_are_picked_paid_for_and_their_tickets_downloaded() {
+    let stack = Stack::start();
+    let (movie, showtime) = schedule(&stack).await;
+    let mut carla = Visitor::new(&stack.base);
+    carla.sign_up("Carla", "carla@example.com", PASSWORD).await;
+
+    // Now showing → the movie's showtimes → the seat map.
+    let showing = until_contains(&mut carla, "/cinema", TITLE).await;
+    showing.assert_contains(&format!("/cinema/movies/{movie}"));
+    let movie_page = carla.get(&format!("/cinema/movies/{movie}")).await;
+    movie_page.assert_contains(&format!("/cinema/showtimes/{showtime}"));
+    movie_page.assert_contains("90.00");
+    let bad_day = carla
+        .get(&format!("/cinema/movies/{movie}?date=someday"))
+        .await;
+    bad_day.assert_contains(r#"id="e-date""#);
+    let seats = carla.get(&format!("/cinema/showtimes/{showtime}")).await;
+    assert_eq!(seats.status, StatusCode::OK);
+    seats.assert_contains(r#"name="seat" value="A2""#);
+    seats.assert_contains("10 of 10");
+
+    // Two seats picked and paid for: the tickets, at once.
+    let bought = pay(&mut carla, &showtime, "seat=A2&seat=A3").await;
+    assert_eq!(bought.status, StatusCode::OK, "{}", bought.html);
+    bought.assert_contains("Your tickets");
+    bought.assert_contains("180.00");
+    let ticket = value_after(&bought.html, r#"<a href="/cinema/tickets/"#).unwrap();
+    assert!(ticket.ends_with(".pdf"), "{ticket}");
+
+    // Taken seats and too many seats are the checkout form's errors.
+    let mut bruno = Visitor::new(&stack.base);
+    bruno.sign_up("Bruno", "bruno@example.com", PASSWORD).await;
+    let taken = pay(&mut bruno, &showtime, "seat=A3&seat=A4").await;
+    assert_eq!(taken.status, StatusCode::OK);
+    taken.assert_contains(r#"role="alert""#);
+    taken.assert_contains("seats already taken: A3");
+    let too_many = pay(&mut bruno, &showtime, "quantity=9").await;
+    too_many.assert_contains("only 8 free");
+    let none = bruno
+        .get(&format!("/cinema/showtimes/{showtime}/checkout?quantity="))
+        .await;
+    none.assert_contains("pick seats on the map");
+
+    // The seat map shows them sold; "my tickets" lists the purchase.
+    until_contains(
+        &mut carla,
+        &format!("/cinema/showtimes/{showtime}"),
+        "8 of 10",
+    )
+    .await;
+    let mine = until_contains(&mut carla, "/cinema/tickets", TITLE).await;
+    mine.assert_contains("A2, A3");
+    let purchase = value_after(&mine.html, r#"<a href="/cinema/purchases/"#).unwrap();
+    let page = carla.get(&format!("/cinema/purchases/{purchase}")).await;
+    page.assert_contains("A3");
+
+    // The PDF is made in the background and passed on to its buyer only.
+    let path = format!("/cinema/tickets/{ticket}");
+    let mut pdf = None;
+    for _ in 0..200 {
+        let response = carla.get(&path).await;
+        if response.status == StatusCode::OK {
+            pdf = Some(response);
+            break;
+        }
+        assert_eq!(response.status, StatusCode::NOT_FOUND, "{path}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pdf = pdf.expect("the ticket PDF within 20 s");
+    assert_eq!(pdf.content_type, "application/pdf");
+    assert!(pdf.html.starts_with("%PDF"));
+    assert_eq!(bruno.get(&path).await.status, StatusCode::NOT_FOUND);
+    let anonymous = Visitor::new(&stack.base).get(&path).await;
+    assert_eq!(anonymous.status, StatusCode::SEE_OTHER);
+}
