@@ -5,90 +5,14 @@
 
 use std::time::Duration;
 
-use chrono::{Timelike, Utc};
 use reqwest::StatusCode;
-use serde_json::{Value, json};
 
 use crate::client::{Page, Visitor, value_after};
-use crate::stack::{ADMIN_EMAIL, ADMIN_PASSWORD, Stack};
+use crate::stack::Stack;
 
 const PASSWORD: &str = "correct horse 42";
 const CARD: &str = "4242424242424242";
 const TITLE: &str = "Amores perros";
-
-async fn created(stack: &Stack, token: &str, path: &str, body: Value, id: &str) -> String {
-    let response = reqwest::Client::new()
-        .post(stack.url(path))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201, "POST {path}");
-    let body: Value = response.json().await.unwrap();
-    body[id].as_str().unwrap().to_owned()
-}
-
-async fn put(stack: &Stack, token: &str, path: &str) {
-    let response = reqwest::Client::new()
-        .put(stack.url(path))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    assert!(response.status().is_success(), "PUT {path}");
-}
-
-/// A cinema with one room of 2 × 5 seats, run by a manager, showing
-/// [`TITLE`] the day after tomorrow; its movie and showtime ids.
-async fn schedule(stack: &Stack) -> (String, String) {
-    let admin = stack.api_token(ADMIN_EMAIL, ADMIN_PASSWORD).await;
-    let chain = json!({"name": "Cinépolis"});
-    let chain = created(stack, &admin, "/api/cinema/chains", chain, "chain_id").await;
-    let cinema = json!({"chain_id": chain, "name": "Cinépolis Diana", "city": "CDMX", "address": "Reforma 423"});
-    let cinema = created(stack, &admin, "/api/cinema/cinemas", cinema, "cinema_id").await;
-    let mut manager = Visitor::new(&stack.base);
-    manager.sign_up("Mara", "mara@example.com", PASSWORD).await;
-    let token = stack.api_token("mara@example.com", PASSWORD).await;
-    let me: Value = reqwest::Client::new()
-        .get(stack.url("/auth/me"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = me["id"].as_str().unwrap();
-    put(stack, &admin, &format!("/auth/users/{id}/roles/manager")).await;
-    put(
-        stack,
-        &admin,
-        &format!("/api/cinema/cinemas/{cinema}/managers/{id}"),
-    )
-    .await;
-    let token = stack.api_token("mara@example.com", PASSWORD).await;
-    let room = json!({"cinema_id": cinema, "name": "Sala 1", "rows": 2, "seats_per_row": 5});
-    let room = created(stack, &token, "/api/cinema/rooms", room, "room_id").await;
-    let movie = json!({"title": TITLE, "duration_min": 154});
-    let movie = created(stack, &token, "/api/cinema/movies", movie, "movie_id").await;
-    let starts = (Utc::now() + chrono::Duration::days(2))
-        .with_second(0)
-        .unwrap()
-        .with_nanosecond(0)
-        .unwrap();
-    let showtime = json!({"movie_id": movie, "room_id": room, "starts_at": starts.to_rfc3339(),
-        "prices": [{"class": "standard", "cents": 9000}]});
-    let showtime = created(
-        stack,
-        &token,
-        "/api/cinema/showtimes",
-        showtime,
-        "showtime_id",
-    )
-    .await;
-    (movie, showtime)
-}
 
 /// GET `path` until it contains `text` (the read side follows the command
 /// side within moments), at most 15 s.
@@ -119,7 +43,7 @@ async fn pay(visitor: &mut Visitor, showtime: &str, query: &str) -> Page {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seats_are_picked_paid_for_and_their_tickets_downloaded() {
     let stack = Stack::start();
-    let (movie, showtime) = schedule(&stack).await;
+    let (movie, showtime) = stack.showtime("mara@example.com", TITLE).await;
     let mut carla = Visitor::new(&stack.base);
     carla.sign_up("Carla", "carla@example.com", PASSWORD).await;
 

@@ -23,6 +23,24 @@ impl Drop for Stack {
     }
 }
 
+/// A one-second test clip made by ffmpeg at `path`; false without ffmpeg.
+pub fn clip(path: &std::path::Path) -> bool {
+    Command::new("ffmpeg")
+        .args(["-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i"])
+        .arg("testsrc=size=160x120:rate=10:duration=1")
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+        ])
+        .arg(path)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -109,5 +127,94 @@ impl Stack {
         assert_eq!(response.status(), 201, "camera listed");
         let body: serde_json::Value = response.json().await.unwrap();
         body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// POST `body` to `path` with `token`; the new resource's `id` field.
+    async fn created(&self, token: &str, path: &str, body: serde_json::Value, id: &str) -> String {
+        let response = reqwest::Client::new()
+            .post(self.url(path))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "POST {path}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        body[id].as_str().unwrap().to_owned()
+    }
+
+    async fn put(&self, token: &str, path: &str) {
+        let response = reqwest::Client::new()
+            .put(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "PUT {path}");
+    }
+
+    /// A cinema with one room of 2 × 5 seats, run by a manager registered
+    /// as `manager_email`, showing `title` the day after tomorrow at 90.00
+    /// a seat: the movie's and the showtime's ids.
+    pub async fn showtime(&self, manager_email: &str, title: &str) -> (String, String) {
+        use chrono::Timelike;
+        let password = "manager password 7";
+        let admin = self.api_token(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+        let chain = serde_json::json!({"name": "Cinépolis"});
+        let chain = self
+            .created(&admin, "/api/cinema/chains", chain, "chain_id")
+            .await;
+        let cinema = serde_json::json!({"chain_id": chain, "name": "Cinépolis Diana",
+            "city": "CDMX", "address": "Reforma 423"});
+        let cinema = self
+            .created(&admin, "/api/cinema/cinemas", cinema, "cinema_id")
+            .await;
+        let registered = reqwest::Client::new()
+            .post(self.url("/auth/register"))
+            .json(
+                &serde_json::json!({"email": manager_email, "password": password, "name": "Mara"}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert!(registered.status().is_success(), "manager registered");
+        let token = self.api_token(manager_email, password).await;
+        let me: serde_json::Value = reqwest::Client::new()
+            .get(self.url("/auth/me"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = me["id"].as_str().unwrap();
+        self.put(&admin, &format!("/auth/users/{id}/roles/manager"))
+            .await;
+        self.put(
+            &admin,
+            &format!("/api/cinema/cinemas/{cinema}/managers/{id}"),
+        )
+        .await;
+        // A token that carries the new role.
+        let token = self.api_token(manager_email, password).await;
+        let room = serde_json::json!({"cinema_id": cinema, "name": "Sala 1", "rows": 2, "seats_per_row": 5});
+        let room = self
+            .created(&token, "/api/cinema/rooms", room, "room_id")
+            .await;
+        let movie = serde_json::json!({"title": title, "duration_min": 154});
+        let movie = self
+            .created(&token, "/api/cinema/movies", movie, "movie_id")
+            .await;
+        let starts = (chrono::Utc::now() + chrono::Duration::days(2))
+            .with_second(0)
+            .and_then(|t| t.with_nanosecond(0))
+            .unwrap();
+        let showtime = serde_json::json!({"movie_id": movie, "room_id": room,
+            "starts_at": starts.to_rfc3339(), "prices": [{"class": "standard", "cents": 9000}]});
+        let showtime = self
+            .created(&token, "/api/cinema/showtimes", showtime, "showtime_id")
+            .await;
+        (movie, showtime)
     }
 }

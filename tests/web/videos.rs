@@ -3,32 +3,12 @@
 //! `processed`, and the processed file plays from the web with `Range`
 //! passed through.
 
-use std::process::Command;
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 
 use crate::client::{Visitor, value_after};
 use crate::stack::Stack;
-
-fn clip(dir: &std::path::Path) -> Option<Vec<u8>> {
-    let path = dir.join("clip.mp4");
-    let made = Command::new("ffmpeg")
-        .args(["-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i"])
-        .arg("testsrc=size=160x120:rate=10:duration=1")
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-pix_fmt",
-            "yuv420p",
-        ])
-        .arg(&path)
-        .status()
-        .is_ok_and(|s| s.success());
-    made.then(|| std::fs::read(path).unwrap())
-}
 
 async fn upload(
     visitor: &mut Visitor,
@@ -49,7 +29,8 @@ async fn upload(
 async fn a_clip_is_uploaded_processed_and_played_through_the_pages() {
     let dir = std::env::temp_dir().join(format!("zocalo-web-clip-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
-    let Some(bytes) = clip(&dir) else {
+    let path = dir.join("clip.mp4");
+    let Some(bytes) = crate::stack::clip(&path).then(|| std::fs::read(&path).unwrap()) else {
         assert!(
             std::env::var_os("CI").is_none(),
             "ffmpeg is needed under CI"
