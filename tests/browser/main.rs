@@ -347,6 +347,9 @@ async fn whole_flow(viewport: &'static Viewport) {
     let admin_token = stack.api_token(ADMIN_EMAIL, ADMIN_PASSWORD).await;
     stack.camera(&admin_token, "Fujifilm", "X-T5").await;
     stack.camera(&admin_token, "Sony", "A7 IV").await;
+    let movie_title = format!("Amores perros ({})", viewport.name);
+    let manager = format!("mara-{}@example.com", viewport.name);
+    let (_, showtime) = stack.showtime(&manager, &movie_title).await;
     let driver = Driver::start(&driver_binary);
     let mut b = Browser::open(&driver, &stack.base, viewport, axe).await;
     let v = viewport.name;
@@ -525,12 +528,77 @@ async fn whole_flow(viewport: &'static Viewport) {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     b.check("sales").await;
+    cinema_flow(&mut b, &movie_title, &showtime).await;
+    upload_flow(&mut b).await;
 
     b.goto("/no-such-page").await;
     b.heading("Page not found").await;
     b.check("not-found").await;
 
     b.client.close().await.unwrap();
+}
+
+/// Now showing → the movie → its seat map, a seat picked on the grid (the
+/// live count follows) → checkout → the tickets.
+async fn cinema_flow(b: &mut Browser, title: &str, showtime: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        b.goto("/cinema").await;
+        b.heading("Now showing").await;
+        if b.client.find(Locator::LinkText(title)).await.is_ok() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the movie never showed");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    b.check("now-showing").await;
+    b.link(title).await;
+    b.heading(title).await;
+    b.check("movie").await;
+    b.click(&format!("a[href='/cinema/showtimes/{showtime}']"))
+        .await;
+    b.heading(title).await;
+    b.click("label[for=seat-A2]").await;
+    b.click("label[for=seat-A3]").await;
+    assert_eq!(b.text("[data-seat-summary]").await, "2 seats, 180.00 MXN");
+    b.check("seat-map").await;
+    b.click("form[data-seat-map] button[type=submit]").await;
+    b.heading("Checkout").await;
+    assert_eq!(b.text("#chosen-seats").await, "A2, A3");
+    b.check("cinema-checkout").await;
+    b.fill("#f-card", "4242 4242 4242 4242").await;
+    b.click("form.stack button[type=submit]").await;
+    b.heading("Your tickets").await;
+    b.check("tickets").await;
+}
+
+/// The upload page, a clip sent with its progress bar, and its page
+/// playing the processed video.
+async fn upload_flow(b: &mut Browser) {
+    b.goto("/videos").await;
+    b.heading("Your videos").await;
+    b.check("videos").await;
+    let clip = b.shots.join(format!("{}-clip.mp4", b.viewport.name));
+    if !stack::clip(&clip) {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "ffmpeg is needed under CI"
+        );
+        return;
+    }
+    let input = b.client.find(Locator::Css("#f-file")).await.unwrap();
+    input.send_keys(&clip.to_string_lossy()).await.unwrap();
+    b.click("form[data-upload] button[type=submit]").await;
+    b.heading("clip.mp4").await;
+    // The page reloads once processed, with the player.
+    b.client
+        .wait()
+        .at_most(Duration::from_secs(60))
+        .for_element(Locator::Css("video.player"))
+        .await
+        .expect("the processed video plays on its page");
+    b.check("video").await;
+    let _ = std::fs::remove_file(clip);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

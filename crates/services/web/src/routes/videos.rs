@@ -63,7 +63,10 @@ impl Task {
     }
 
     fn sizes(&self) -> String {
-        let mb = |bytes: u64| format!("{:.1} MB", bytes as f64 / 1_000_000.0);
+        let mb = |bytes: u64| match bytes {
+            0..1_000_000 => format!("{:.1} kB", bytes as f64 / 1_000.0),
+            _ => format!("{:.1} MB", bytes as f64 / 1_000_000.0),
+        };
         match self.processed_size {
             Some(processed) => format!("{} → {}", mb(self.original_size), mb(processed)),
             None => mb(self.original_size),
