@@ -8,7 +8,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 
 use crate::client::{Page, Visitor, value_after};
-use crate::stack::Stack;
+use crate::stack::{MANAGER_PASSWORD, Stack};
 
 const PASSWORD: &str = "correct horse 42";
 const CARD: &str = "4242424242424242";
@@ -115,4 +115,85 @@ async fn seats_are_picked_paid_for_and_their_tickets_downloaded() {
     assert_eq!(bruno.get(&path).await.status, StatusCode::NOT_FOUND);
     let anonymous = Visitor::new(&stack.base).get(&path).await;
     assert_eq!(anonymous.status, StatusCode::SEE_OTHER);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manager_adds_a_room_a_movie_and_a_showtime_through_the_forms() {
+    let stack = Stack::start();
+    stack.showtime("mara@example.com", TITLE).await;
+    let mut carla = Visitor::new(&stack.base);
+    carla.sign_up("Carla", "carla@example.com", PASSWORD).await;
+    assert_eq!(
+        carla.get("/cinema/manage").await.status,
+        StatusCode::FORBIDDEN
+    );
+
+    let mut mara = Visitor::new(&stack.base);
+    mara.sign_in("mara@example.com", MANAGER_PASSWORD).await;
+    let page = mara.get("/cinema/manage").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.html);
+    let cinema = value_after(
+        &page.html,
+        r#"name="cinema_id">
+      <option value=""#,
+    )
+    .unwrap();
+    let room = |rows| {
+        [
+            ("cinema_id", cinema.as_str()),
+            ("name", "Sala 2"),
+            ("rows", rows),
+            ("seats_per_row", "8"),
+        ]
+    };
+    let bad = mara
+        .submit("/cinema/manage/rooms", &page, &room("many"))
+        .await;
+    bad.assert_contains(r#"id="e-rows""#);
+    let added = mara.submit("/cinema/manage/rooms", &page, &room("3")).await;
+    assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.html);
+
+    let movie = [("title", "Sexo, pudor y lágrimas"), ("duration_min", "110")];
+    let added = mara.submit("/cinema/manage/movies", &page, &movie).await;
+    assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.html);
+    let after = mara.get(&added.location.unwrap()).await;
+    after.assert_contains("The movie was added");
+    let new_movie = value_after(
+        &after.html,
+        r#"name="movie_id">
+      <option value=""#,
+    )
+    .unwrap();
+
+    // The new room shows once the read side has it; then a showtime in it.
+    let page = until_contains(&mut mara, "/cinema/manage", "Sala 2 (24 seats)").await;
+    // The room's option: the last `value="…"` before its label.
+    let before_label = page.html.split("Sala 2 (24").next().unwrap();
+    let option = before_label.rsplit("<option").next().unwrap();
+    let sala2 = value_after(option, r#"value=""#).unwrap();
+    let starts = (chrono::Utc::now() + chrono::Duration::days(1))
+        .format("%Y-%m-%dT%H:%M")
+        .to_string();
+    let bad_price = [
+        ("movie_id", new_movie.as_str()),
+        ("room_id", sala2.as_str()),
+        ("starts_at", starts.as_str()),
+        ("price", "lots"),
+    ];
+    let refused = mara
+        .submit("/cinema/manage/showtimes", &page, &bad_price)
+        .await;
+    refused.assert_contains(r#"id="e-price""#);
+    let showtime = [
+        ("movie_id", new_movie.as_str()),
+        ("room_id", sala2.as_str()),
+        ("starts_at", starts.as_str()),
+        ("price", "75.50"),
+    ];
+    let added = mara
+        .submit("/cinema/manage/showtimes", &page, &showtime)
+        .await;
+    assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.html);
+    let showing = until_contains(&mut carla, "/cinema", "Sexo, pudor y lágrimas").await;
+    showing.assert_contains(TITLE);
 }

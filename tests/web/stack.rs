@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 pub const ADMIN_EMAIL: &str = "root@example.com";
 pub const ADMIN_PASSWORD: &str = "root-password-1";
+/// The password of the cinema manager [`Stack::showtime`] registers.
+pub const MANAGER_PASSWORD: &str = "manager password 7";
 
 pub struct Stack {
     child: Child,
@@ -158,7 +160,7 @@ impl Stack {
     /// a seat: the movie's and the showtime's ids.
     pub async fn showtime(&self, manager_email: &str, title: &str) -> (String, String) {
         use chrono::Timelike;
-        let password = "manager password 7";
+        let password = MANAGER_PASSWORD;
         let admin = self.api_token(ADMIN_EMAIL, ADMIN_PASSWORD).await;
         let chain = serde_json::json!({"name": "Cinépolis"});
         let chain = self

@@ -19,6 +19,8 @@ pub struct Chrome {
     pub section: &'static str,
     pub user_name: Option<String>,
     pub is_editor: bool,
+    /// Runs cinemas (or is an admin): the cinema's manager screens.
+    pub is_manager: bool,
     pub csrf: String,
     pub css: &'static str,
     pub js: &'static str,
@@ -34,6 +36,7 @@ impl Chrome {
             section,
             user_name: user.map(|u| u.name.clone()),
             is_editor: user.is_some_and(|u| u.has_role("editor") || u.has_role("admin")),
+            is_manager: user.is_some_and(|u| u.has_role("manager") || u.has_role("admin")),
             csrf: visitor.csrf_token.clone(),
             ..Self::anonymous("")
         }
@@ -46,6 +49,7 @@ impl Chrome {
             section: "",
             user_name: None,
             is_editor: false,
+            is_manager: false,
             csrf: String::new(),
             css: &ASSETS.css.url,
             js: &ASSETS.js.url,

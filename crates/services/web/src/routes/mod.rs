@@ -3,6 +3,7 @@
 mod account;
 mod books;
 mod cinema;
+mod cinema_manage;
 mod reviews;
 mod videos;
 
@@ -20,6 +21,7 @@ pub fn router(state: AppState) -> Router {
         .merge(reviews::routes())
         .merge(books::routes())
         .merge(cinema::routes())
+        .merge(cinema_manage::routes())
         .merge(videos::routes())
         .layer(middleware::from_fn_with_state(
             state.clone(),
