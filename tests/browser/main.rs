@@ -26,7 +26,7 @@ use fantoccini::wd::TimeoutConfiguration;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 
-use stack::{ADMIN_EMAIL, ADMIN_PASSWORD, Stack};
+use stack::{ADMIN_EMAIL, ADMIN_PASSWORD, MANAGER_PASSWORD, Stack};
 
 const DEFAULT_AXE: &str = "/var/cache/zocalo/axe/node_modules/axe-core/axe.min.js";
 const PASSWORD: &str = "correct horse 42";
@@ -530,6 +530,13 @@ async fn whole_flow(viewport: &'static Viewport) {
     b.check("sales").await;
     cinema_flow(&mut b, &movie_title, &showtime).await;
     upload_flow(&mut b).await;
+    b.sign_out().await;
+
+    // The cinema's manager screens.
+    b.sign_in(&manager, MANAGER_PASSWORD, "Mara").await;
+    b.goto("/cinema/manage").await;
+    b.heading("Manage cinemas").await;
+    b.check("cinema-manage").await;
 
     b.goto("/no-such-page").await;
     b.heading("Page not found").await;

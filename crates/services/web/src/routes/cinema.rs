@@ -36,8 +36,8 @@ pub fn routes() -> Router<AppState> {
 
 /// A list answer of the cinema's read side.
 #[derive(Debug, Deserialize)]
-struct Page<T> {
-    items: Vec<T>,
+pub(super) struct Page<T> {
+    pub(super) items: Vec<T>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -18,17 +18,14 @@ use crate::gateway::ApiError;
 use crate::session::Visitor;
 use crate::views::{Chrome, FormErrors, render};
 
+use super::cinema::Page;
+
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/cinema/manage", get(manage))
         .route("/cinema/manage/rooms", post(add_room))
         .route("/cinema/manage/movies", post(add_movie))
         .route("/cinema/manage/showtimes", post(add_showtime))
-}
-
-#[derive(Debug, Deserialize)]
-struct Page<T> {
-    items: Vec<T>,
 }
 
 #[derive(Debug, Deserialize)]
