@@ -53,8 +53,24 @@ fn free_port() -> u16 {
 
 impl Stack {
     /// Start the whole stack and wait (at most a minute) until the gateway
-    /// says where it listens.
+    /// says where it listens. The gateway's port is chosen before `zocalo
+    /// up` binds it (the web pages and token issuer must know it), so
+    /// another process may take it in between: then start again on another.
     pub fn start() -> Self {
+        const ATTEMPTS: usize = 3;
+        for attempt in 1..=ATTEMPTS {
+            match Self::try_start() {
+                Ok(stack) => return stack,
+                Err(why) if attempt < ATTEMPTS => {
+                    eprintln!("zocalo up did not start ({why}); again")
+                }
+                Err(why) => panic!("zocalo up starts within a minute: {why}"),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    fn try_start() -> Result<Self, String> {
         let data = std::env::temp_dir().join(format!("zocalo-web-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&data).unwrap();
         let port = free_port();
@@ -81,16 +97,23 @@ impl Stack {
             }
         });
         let deadline = Instant::now() + Duration::from_secs(60);
-        let base = loop {
+        loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = lines
-                .recv_timeout(left)
-                .expect("zocalo up starts within a minute");
-            if let Some(base) = line.strip_prefix("gateway listening on ") {
-                break base.to_owned();
+            match lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(base) = line.strip_prefix("gateway listening on ") {
+                        let base = base.to_owned();
+                        return Ok(Self { child, base, data });
+                    }
+                }
+                Err(error) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    let _ = std::fs::remove_dir_all(&data);
+                    return Err(error.to_string());
+                }
             }
-        };
-        Self { child, base, data }
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
