@@ -6,7 +6,7 @@
 #      the same file on the same disk (`cp` + sync: what storing it costs at
 #      least);
 #   2. end-to-end time per clip (upload → queued → worker → processed, seen
-#      by polling every 50 ms) against running the same ffprobe + ffmpeg
+#      on the task's event stream, as a client following it would) against running the same ffprobe + ffmpeg
 #      command by hand on the same clip: the worker logs its exact ffmpeg
 #      arguments (debug level) and this script replays them. One worker, one
 #      conversion at a time, ours and by-hand runs alternating;
@@ -74,7 +74,7 @@ ffmpeg -nostdin -loglevel error -y -f lavfi -i testsrc=size=96x72:rate=10:durati
 
 log "starting zocalo up"
 mkdir -p "$DATA"
-ZOCALO_LOG__FORMAT=json ZOCALO_LOG__FILTER="warn,zocalo_media::ffmpeg=debug" \
+ZOCALO_LOG__FORMAT=json ZOCALO_LOG__FILTER="warn,zocalo_media::ffmpeg=debug,zocalo_media::processing=info" \
     ZOCALO_MEDIA__WORKER_CONCURRENCY=1 ZOCALO_MEDIA__MAX_UPLOAD_BYTES=$((1024 * 1024 * 1024)) \
     ZOCALO_MEDIA__SCRATCH_DIR="$DATA/scratch" \
     "$BIN_COPY/zocalo" up --port "$GW_PORT" --data-dir "$DATA" >"$OUT/stdout.txt" 2>"$STACK_LOG" &
@@ -106,18 +106,17 @@ done
 sleep 2
 
 log "2. end-to-end per clip vs ffmpeg by hand"
-echo "clip ours_s by_hand_s" >"$OUT/clips.txt"
+echo "clip ours_s by_hand_s task" >"$OUT/clips.txt"
 mkdir -p "$OUT/hand"
 for i in $(seq "$CLIPS"); do
     start=$(now)
     read -r code _ id < <(upload "$OUT/clip$i.mp4")
     [[ $code == 201 ]] || die "clip upload answered $code"
-    while :; do
-        status=$(api GET "/api/tasks/$id" "$TOKEN" | jq -r .status)
-        [[ $status == processed || $status == failed ]] && break
-        sleep 0.05
-    done
+    # The stream ends after the event that settles the task.
+    curl -sSN --max-time 600 -H "authorization: Bearer $TOKEN" "$GW/api/tasks/$id/events" \
+        >"$OUT/events$i.txt"
     ours=$(elapsed "$start" "$(now)")
+    status=$(grep '^data: ' "$OUT/events$i.txt" | tail -1 | cut -c7- | jq -r .status)
     [[ $status == processed ]] || die "clip $i failed: $(api GET "/api/tasks/$id" "$TOKEN")"
     # The worker's exact arguments, with this clip and another output.
     args=$(grep '"running ffmpeg"' "$STACK_LOG" | tail -1 | jq -r '.fields.args // .args')
@@ -131,7 +130,7 @@ print("\n".join(args))' "$args" "$OUT/clip$i.mp4" "$OUT/hand/out$i.mp4")
     ffprobe -v error -print_format json -show_format -show_streams "$OUT/clip$i.mp4" >/dev/null
     ffmpeg "${argv[@]}" >/dev/null
     hand=$(elapsed "$start" "$(now)")
-    echo "$i $ours $hand" | tee -a "$OUT/clips.txt" >&2
+    echo "$i $ours $hand $id" | tee -a "$OUT/clips.txt" >&2
 done
 
 log "3. $CONCURRENT concurrent uploads from 20 users"
@@ -148,8 +147,10 @@ seq "$CONCURRENT" | xargs -P "$CONCURRENT" -I{} sh -c '
 took=$(elapsed "$start" "$(now)")
 echo "took_s $took" >>"$OUT/concurrent.txt"
 
+grep '"attempt timed"' "$STACK_LOG" >"$OUT/steps.jsonl" || true
+
 python3 - "$OUT" <<'PY'
-import statistics, sys, pathlib
+import json, statistics, sys, pathlib
 out = pathlib.Path(sys.argv[1])
 print("```")
 print((out / "machine.txt").read_text().strip())
@@ -163,12 +164,21 @@ mb = size_mib or 0
 print(f"| {mb:.0f} MiB through the gateway | {statistics.median(up):.2f} | {mb / statistics.median(up):.0f} | {statistics.median(cp):.2f} | {statistics.median(up) / statistics.median(cp):.2f}x |")
 print()
 rows = [l.split() for l in (out / "clips.txt").read_text().splitlines()[1:]]
-print("| clip | ours (upload → processed) s | ffprobe + ffmpeg by hand s | overhead |")
-print("|---|---|---|---|")
-for clip, ours, hand in rows:
-    print(f"| {clip} | {float(ours):.2f} | {float(hand):.2f} | {float(ours) / float(hand) - 1:+.1%} |")
+steps = {}
+for line in (out / "steps.jsonl").read_text().splitlines():
+    record = json.loads(line)
+    fields = record.get("fields", record)
+    steps[fields.get("task")] = fields
+def ms(task, step):
+    value = steps.get(task, {}).get(step + "_ms")
+    return "" if value is None else str(value)
+print("| clip | ours (upload → processed) s | ffprobe + ffmpeg by hand s | overhead | worker steps: fetch / probe / transcode / store ms |")
+print("|---|---|---|---|---|")
+for clip, ours, hand, task in rows:
+    parts = " / ".join(ms(task, s) for s in ("fetch", "probe", "transcode", "store"))
+    print(f"| {clip} | {float(ours):.2f} | {float(hand):.2f} | {float(ours) / float(hand) - 1:+.1%} | {parts} |")
 ours = [float(r[1]) for r in rows]; hand = [float(r[2]) for r in rows]
-print(f"| median | {statistics.median(ours):.2f} | {statistics.median(hand):.2f} | {statistics.median(ours) / statistics.median(hand) - 1:+.1%} |")
+print(f"| median | {statistics.median(ours):.2f} | {statistics.median(hand):.2f} | {statistics.median(ours) / statistics.median(hand) - 1:+.1%} | |")
 print()
 lines = (out / "concurrent.txt").read_text().split()
 took = float(lines[lines.index("took_s") + 1])

@@ -11,6 +11,7 @@
 //! It depends on the platform crates and `contracts` only.
 
 mod app;
+mod changes;
 pub mod domain;
 mod error;
 pub mod ffmpeg;

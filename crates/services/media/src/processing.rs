@@ -66,7 +66,10 @@ impl Processor {
     /// Handle one delivery of the job for `task_id`.
     pub async fn handle(&self, task_id: Uuid, job: &Job) -> Result<(), JobError> {
         let task = match self.store.start_processing(task_id).await {
-            Ok(Some(task)) => task,
+            Ok(Some(task)) => {
+                crate::changes::announce(task_id);
+                task
+            }
             Ok(None) => {
                 tracing::info!(task = %task_id, "task deleted or already settled: nothing to do");
                 return Ok(());
@@ -78,9 +81,23 @@ impl Processor {
         let workdir = self
             .scratch
             .join(format!("{task_id}-{}", Uuid::new_v4().simple()));
-        let outcome = self.process_in(task_id, &workdir).await;
+        let mut steps = Steps::default();
+        let outcome = self.process_in(task_id, &workdir, &mut steps).await;
         let _ = tokio::fs::remove_dir_all(&workdir).await;
         metrics::histogram!("media_processing_seconds").record(started.elapsed().as_secs_f64());
+        steps.log(task_id);
+        let settled = self.settle(task_id, job, outcome).await;
+        crate::changes::announce(task_id);
+        settled
+    }
+
+    /// Turn an attempt's outcome into the task's state and the job's.
+    async fn settle(
+        &self,
+        task_id: Uuid,
+        job: &Job,
+        outcome: Result<u64, Failure>,
+    ) -> Result<(), JobError> {
         match outcome {
             Ok(size) => self.finish(task_id, size).await,
             Err(Failure::Permanent(reason)) => {
@@ -128,14 +145,22 @@ impl Processor {
     }
 
     /// Fetch, probe, convert, store; the processed size.
-    async fn process_in(&self, task_id: Uuid, workdir: &Path) -> Result<u64, Failure> {
+    async fn process_in(
+        &self,
+        task_id: Uuid,
+        workdir: &Path,
+        steps: &mut Steps,
+    ) -> Result<u64, Failure> {
         tokio::fs::create_dir_all(workdir)
             .await
             .map_err(transient)?;
         let input = workdir.join("input");
         let output = workdir.join("output.mp4");
+        steps.start(Step::Fetch);
         self.fetch(&original_key(task_id), &input).await?;
+        steps.start(Step::Probe);
         let probe = ffmpeg::probe(&self.pipeline, &input).await?;
+        steps.start(Step::Transcode);
         let mut reporter = ProgressReporter::new(self.store.clone(), task_id);
         ffmpeg::transcode(
             &self.pipeline,
@@ -146,12 +171,16 @@ impl Processor {
             |p| reporter.report(p),
         )
         .await?;
+        steps.start(Step::Store);
         let file = tokio::fs::File::open(&output).await.map_err(transient)?;
         let body = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024).boxed();
-        self.objects
+        let size = self
+            .objects
             .put(&processed_key(task_id), body)
             .await
-            .map_err(transient)
+            .map_err(transient)?;
+        steps.finish();
+        Ok(size)
     }
 
     /// Copy an object to a local file (ffmpeg seeks in its input).
@@ -171,6 +200,73 @@ impl Processor {
                 .map_err(transient)?;
         }
         file.flush().await.map_err(transient)
+    }
+}
+
+/// The steps of one attempt, timed so that what the worker adds to
+/// ffmpeg's own time can be seen (`media_step_seconds{step}` and one log
+/// line per attempt).
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Step {
+    /// Copying the original from object storage to the scratch directory.
+    Fetch,
+    Probe,
+    Transcode,
+    /// Copying the output into object storage.
+    Store,
+}
+
+impl Step {
+    fn name(self) -> &'static str {
+        match self {
+            Step::Fetch => "fetch",
+            Step::Probe => "probe",
+            Step::Transcode => "transcode",
+            Step::Store => "store",
+        }
+    }
+}
+
+#[derive(Default)]
+struct Steps {
+    current: Option<(Step, Instant)>,
+    done: Vec<(Step, Duration)>,
+}
+
+impl Steps {
+    /// End the step under way (if any) and begin `step`.
+    fn start(&mut self, step: Step) {
+        self.finish();
+        self.current = Some((step, Instant::now()));
+    }
+
+    fn finish(&mut self) {
+        if let Some((step, since)) = self.current.take() {
+            let took = since.elapsed();
+            metrics::histogram!("media_step_seconds", "step" => step.name())
+                .record(took.as_secs_f64());
+            self.done.push((step, took));
+        }
+    }
+
+    fn millis(&self, step: Step) -> Option<u128> {
+        self.done
+            .iter()
+            .find(|(done, _)| *done == step)
+            .map(|(_, took)| took.as_millis())
+    }
+
+    /// One line with the milliseconds of each step that ran; a step that
+    /// failed half-way is not counted.
+    fn log(&self, task_id: Uuid) {
+        tracing::info!(
+            task = %task_id,
+            fetch_ms = self.millis(Step::Fetch),
+            probe_ms = self.millis(Step::Probe),
+            transcode_ms = self.millis(Step::Transcode),
+            store_ms = self.millis(Step::Store),
+            "attempt timed"
+        );
     }
 }
 
@@ -204,8 +300,9 @@ impl ProgressReporter {
         self.last_percent = percent;
         let (store, task_id) = (self.store.clone(), self.task_id);
         tokio::spawn(async move {
-            if let Err(error) = store.set_progress(task_id, percent).await {
-                tracing::debug!(task = %task_id, %error, "cannot record progress");
+            match store.set_progress(task_id, percent).await {
+                Ok(()) => crate::changes::announce(task_id),
+                Err(error) => tracing::debug!(task = %task_id, %error, "cannot record progress"),
             }
         });
     }

@@ -230,6 +230,7 @@ async fn task_events(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, MediaError> {
     owned_task(&state, &user, id).await?;
     let watch = Watch {
+        changes: crate::changes::subscribe(),
         state,
         id,
         last_version: None,
@@ -242,9 +243,11 @@ async fn task_events(
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
-/// Follows one task for [`task_events`] by polling the store: workers run
-/// in other processes, and the store is what they all share.
+/// Follows one task for [`task_events`] by reading the store, which
+/// workers in every process share: again after each `status_poll`, or as
+/// soon as a worker in this process announces a change.
 struct Watch {
+    changes: crate::changes::Subscription,
     state: AppState,
     id: Uuid,
     last_version: Option<i64>,
@@ -270,7 +273,8 @@ impl Watch {
                 }
                 Err(error) => tracing::debug!(task = %self.id, %error, "status poll failed"),
             }
-            tokio::time::sleep(self.state.status_poll).await;
+            let _ =
+                tokio::time::timeout(self.state.status_poll, self.changes.changed(self.id)).await;
         }
     }
 }
@@ -376,6 +380,7 @@ async fn delete_task(
     let owner = user.user_id().map_err(|_| MediaError::NotFound)?;
     match state.store.delete_task(owner, id).await? {
         Deleted::Removed => {
+            crate::changes::announce(id);
             // After the row: a crash in between leaves orphans, which
             // garbage collection removes; never a row without its file.
             for key in [original_key(id), processed_key(id)] {

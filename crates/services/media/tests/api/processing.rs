@@ -219,3 +219,65 @@ async fn status_changes_stream_as_server_sent_events() {
         "one event per change: {versions:?}"
     );
 }
+
+/// A worker in the same process as the API (`zocalo up`) wakes the status
+/// stream as soon as the task changes, without waiting for the stream's own
+/// reads: here those come once an hour, yet the stream ends with the
+/// processed task as soon as the conversion is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_in_this_process_wakes_the_status_stream_at_once() {
+    if !have_ffmpeg("a_worker_in_this_process_wakes…") {
+        return;
+    }
+    let app = spawn(
+        Backend::Sqlite,
+        Options {
+            workers: false,
+            status_poll_ms: 3_600_000,
+            ..Options::default()
+        },
+    )
+    .await;
+    let (_, token) = app.user();
+    let bytes = clip(app.dir.path(), "wake.mp4", (160, 120), 3.0, true);
+    let task = app.accepted(&token, bytes, "wake.mp4").await;
+    let id = task["id"].as_str().unwrap().to_owned();
+
+    let response = app
+        .api
+        .get(&format!("/api/tasks/{id}/events"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    // The worker starts once the stream is open, so the stream has to be
+    // woken for the change rather than find it settled at its first read.
+    let worker = zocalo_media::Worker::build(app.settings.clone())
+        .await
+        .unwrap();
+    tokio::spawn(worker.run_until_stopped(app.shutdown.clone()));
+    let text = tokio::time::timeout(Duration::from_secs(60), response.text())
+        .await
+        .expect("the stream ends when the task is processed, not at the next hourly read")
+        .unwrap();
+    let statuses: Vec<String> = text
+        .split("\n\n")
+        .filter(|event| event.contains("event: task"))
+        .filter_map(|event| event.lines().find_map(|l| l.strip_prefix("data: ")))
+        .map(|data| {
+            let task: serde_json::Value = serde_json::from_str(data).unwrap();
+            task["status"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(
+        statuses.first().map(String::as_str),
+        Some("uploaded"),
+        "{text}"
+    );
+    assert_eq!(
+        statuses.last().map(String::as_str),
+        Some("processed"),
+        "{text}"
+    );
+}

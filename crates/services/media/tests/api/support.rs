@@ -27,6 +27,8 @@ pub struct Options {
     pub preset: &'static str,
     pub ffmpeg_timeout_secs: u64,
     pub max_attempts: u32,
+    /// How often a status stream reads the task again on its own.
+    pub status_poll_ms: u64,
 }
 
 impl Default for Options {
@@ -41,6 +43,7 @@ impl Default for Options {
             preset: "ultrafast",
             ffmpeg_timeout_secs: 60,
             max_attempts: 3,
+            status_poll_ms: 50,
         }
     }
 }
@@ -94,7 +97,7 @@ pub async fn spawn(backend: Backend, options: Options) -> TestApp {
         ffmpeg_timeout_secs: options.ffmpeg_timeout_secs,
         job_visibility_secs: options.ffmpeg_timeout_secs + 60,
         scratch_dir: dir.path().join("scratch"),
-        status_poll_ms: 50,
+        status_poll_ms: options.status_poll_ms,
         relay_interval_ms: 50,
         ..Settings::default()
     };
