@@ -487,6 +487,12 @@ fn bearer_token(headers: &HeaderMap) -> Option<&[u8]> {
 
 /// Remove hop-by-hop headers, including those the `Connection` header names.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none (`Connection` is one of them, so nothing is
+    // listed either): one pass over the names costs less than looking up
+    // each hop-by-hop name, on every request and every response.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let listed: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
@@ -515,6 +521,10 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name) || name.as_str().starts_with("proxy-")
 }
 
 /// Tell the upstream who the client is and how it reached us. A client's own
@@ -695,6 +705,19 @@ mod tests {
         let mut left: Vec<_> = map.keys().map(|k| k.as_str()).collect();
         left.sort_unstable();
         assert_eq!(left, ["accept", "x-request-id"]);
+    }
+
+    #[test]
+    fn a_message_without_hop_by_hop_headers_is_left_as_it_is() {
+        let pairs = [
+            ("host", "example.com"),
+            ("accept", "*/*"),
+            ("x-request-id", "abc"),
+            ("cookie", "a=1"),
+        ];
+        let mut map = headers(&pairs);
+        strip_hop_by_hop(&mut map);
+        assert_eq!(map, headers(&pairs));
     }
 
     #[test]
