@@ -207,6 +207,24 @@ impl Browser {
             .unwrap();
     }
 
+    /// Wait until the address contains `part`: after a form is sent with
+    /// GET to the page it is on, the old page's elements are still there
+    /// for a moment, and one found then is gone when it is used.
+    async fn url_contains(&self, part: &str) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let url = self.client.current_url().await.unwrap();
+            if url.as_str().contains(part) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the address never contained {part:?}; still {url}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Wait until the page's `<h1>` contains `text`.
     async fn heading(&self, text: &str) {
         let xpath = format!("//h1[contains(., \"{text}\")]");
@@ -274,10 +292,12 @@ impl Browser {
             .unwrap();
     }
 
-    /// Follow the link whose text is exactly `text`.
+    /// Follow the link whose text is exactly `text`, once the page has it.
     async fn link(&self, text: &str) {
         self.client
-            .find(Locator::LinkText(text))
+            .wait()
+            .at_most(WAIT)
+            .for_element(Locator::LinkText(text))
             .await
             .unwrap_or_else(|e| panic!("link {text:?}: {e}"))
             .click()
@@ -429,6 +449,7 @@ async fn whole_flow(viewport: &'static Viewport) {
     b.check("reviews").await;
     b.fill("#q", "simulations").await;
     b.click("form.filters button[type=submit]").await;
+    b.url_contains("q=simulations").await;
     b.heading("matching").await;
     b.check("reviews-search").await;
     b.link(&title).await;
@@ -471,6 +492,7 @@ async fn whole_flow(viewport: &'static Viewport) {
     b.check("catalog").await;
     b.fill("#q", "paramo").await;
     b.click("form.filters button[type=submit]").await;
+    b.url_contains("q=paramo").await;
     b.client
         .wait()
         .at_most(WAIT)

@@ -91,7 +91,7 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     let web_url = local(web.port());
     servers.spawn(web.run_until_stopped(shutdown.clone()));
 
-    settings.cinema_query.jwks_url = format!("{auth_url}/.well-known/jwks.json");
+    settings.cinema_query.jwks_url = jwks.clone();
     settings.cinema_query.command_url = cinema_command_url.clone();
     settings.cinema_query.token_url = format!("{auth_url}/auth/token");
     let cinema_query = zocalo_cinema_query::Application::build(settings.cinema_query.clone())
