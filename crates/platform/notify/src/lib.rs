@@ -9,7 +9,9 @@
 //!   forgeries and replays), delivered with a timeout by a `zocalo-bus` job
 //!   handler that retries with exponential backoff and dead-letters after
 //!   the last attempt, recording every attempt through a
-//!   [`webhook::WebhookRegistry`] that the service implements on its store.
+//!   [`webhook::WebhookRegistry`] that the service implements on its store;
+//! - [`egress`]: which addresses webhooks may reach (public ones, unless the
+//!   operator allows private ones), against server-side request forgery.
 //!
 //! Webhooks live here rather than in `zocalo-http` because they ride on the
 //! job queue: `zocalo-bus` depends (through `zocalo-store`) on `zocalo-http`,
@@ -17,6 +19,7 @@
 //!
 //! Of our crates it depends on `zocalo-bus` only.
 
+pub mod egress;
 pub mod mail;
 pub mod webhook;
 

@@ -21,6 +21,12 @@
 //! last attempt, after which the bus dead-letters it. Every attempt is
 //! recorded through [`WebhookRegistry::record`], which is where a service
 //! keeps its delivery log.
+//!
+//! **Targets.** Only public addresses receive webhooks unless
+//! [`WebhookSettings::allow_private_targets`] says otherwise (see
+//! [`crate::egress`]): a URL naming a private address is refused when it is
+//! registered, and a name that resolves only to private addresses fails
+//! each delivery.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,6 +41,8 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use uuid::Uuid;
 use zocalo_bus::{Backoff, Job, JobError, JobHandler, JobOptions, WorkerOptions};
+
+use crate::egress;
 
 pub const SIGNATURE_HEADER: &str = "Zocalo-Signature";
 pub const EVENT_ID_HEADER: &str = "Zocalo-Event-Id";
@@ -132,6 +140,11 @@ pub struct WebhookSettings {
     pub backoff_cap_ms: u64,
     /// Deliveries in flight at once per worker process.
     pub concurrency: usize,
+    /// Let webhooks reach loopback, private and link-local addresses. Off
+    /// by default: a subscriber's URL must not make the platform call its
+    /// own internal network. For receivers on the same machine or network
+    /// (development, tests, an internal integration).
+    pub allow_private_targets: bool,
 }
 
 impl Default for WebhookSettings {
@@ -142,6 +155,7 @@ impl Default for WebhookSettings {
             backoff_base_ms: 5_000,
             backoff_cap_ms: 3_600_000,
             concurrency: 8,
+            allow_private_targets: false,
         }
     }
 }
@@ -262,8 +276,9 @@ pub fn verify(
     }
 }
 
-/// Why a URL cannot be a webhook target.
-pub fn check_url(url: &str) -> Result<(), String> {
+/// Why a URL cannot be a webhook target; private addresses written in it
+/// are refused unless `allow_private`.
+pub fn check_url(url: &str, allow_private: bool) -> Result<(), String> {
     let parsed = reqwest::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err("only http and https URLs can receive webhooks".into());
@@ -276,6 +291,9 @@ pub fn check_url(url: &str) -> Result<(), String> {
     }
     if url.len() > 2048 {
         return Err("the URL is longer than 2048 characters".into());
+    }
+    if !allow_private && egress::refused_literal(&parsed) {
+        return Err(egress::PRIVATE_TARGET.into());
     }
     Ok(())
 }
@@ -298,22 +316,40 @@ impl Response {
 #[derive(Clone)]
 pub struct WebhookSender {
     http: reqwest::Client,
+    allow_private: bool,
 }
 
 impl WebhookSender {
-    pub fn new(timeout: Duration) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
+    /// A sender with the settings' timeout and target policy.
+    pub fn new(settings: &WebhookSettings) -> Result<Self, reqwest::Error> {
+        let timeout = settings.timeout();
+        let mut builder = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(USER_AGENT)
-            .build()?;
-        Ok(Self { http })
+            .user_agent(USER_AGENT);
+        if !settings.allow_private_targets {
+            builder = builder.dns_resolver(Arc::new(egress::PublicOnly));
+        }
+        Ok(Self {
+            http: builder.build()?,
+            allow_private: settings.allow_private_targets,
+        })
     }
 
     /// POST `event` to `target`, signed now.
     pub async fn deliver(&self, target: &Target, event: &Envelope, attempt: u32) -> Response {
         let started = Instant::now();
+        // Registered before the policy changed, or stored by other means.
+        let literal_refused = reqwest::Url::parse(&target.url)
+            .is_ok_and(|url| !self.allow_private && egress::refused_literal(&url));
+        if literal_refused {
+            return Response {
+                status: None,
+                error: Some(egress::PRIVATE_TARGET.to_owned()),
+                duration: started.elapsed(),
+            };
+        }
         let body = serde_json::to_vec(event).unwrap_or_default();
         let signature = sign(&target.secret, Utc::now().timestamp(), &body);
         let sent = self
@@ -334,8 +370,11 @@ impl WebhookSender {
                 Some(format!("the receiver answered {}", response.status())),
             ),
             Err(error) if error.is_timeout() => (None, Some("timed out".to_owned())),
-            Err(error) if error.is_connect() => (None, Some(format!("cannot connect: {error}"))),
-            Err(error) => (None, Some(error.to_string())),
+            Err(error) if error.is_connect() => (
+                None,
+                Some(format!("cannot connect: {}", with_causes(&error))),
+            ),
+            Err(error) => (None, Some(with_causes(&error))),
         };
         Response {
             status: status.map(|s| s.as_u16()),
@@ -343,6 +382,19 @@ impl WebhookSender {
             duration: started.elapsed(),
         }
     }
+}
+
+/// An error and what caused it (reqwest's own text names only the URL; the
+/// reason — refused, reset, a private address — is in its sources).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
 }
 
 /// The job for delivering `event` to subscription `webhook_id`.
@@ -476,12 +528,23 @@ mod tests {
 
     #[test]
     fn only_plain_http_urls_are_targets() {
-        assert!(check_url("https://hooks.example.com/zocalo").is_ok());
-        assert!(check_url("http://127.0.0.1:9000/in").is_ok());
-        assert!(check_url("ftp://example.com/").is_err());
-        assert!(check_url("https://user:pw@example.com/").is_err());
-        assert!(check_url("not a url").is_err());
-        assert!(check_url(&format!("https://example.com/{}", "a".repeat(3000))).is_err());
+        for allow_private in [false, true] {
+            let check = |url: &str| check_url(url, allow_private);
+            assert!(check("https://hooks.example.com/zocalo").is_ok());
+            assert!(check("ftp://example.com/").is_err());
+            assert!(check("https://user:pw@example.com/").is_err());
+            assert!(check("not a url").is_err());
+            assert!(check(&format!("https://example.com/{}", "a".repeat(3000))).is_err());
+        }
+    }
+
+    #[test]
+    fn private_addresses_are_targets_only_when_allowed() {
+        let error = check_url("http://127.0.0.1:9000/in", false).unwrap_err();
+        assert!(error.contains("private"), "{error}");
+        assert!(check_url("http://127.0.0.1:9000/in", true).is_ok());
+        // Names are checked when they are resolved, at each delivery.
+        assert!(check_url("http://localhost:9000/in", false).is_ok());
     }
 
     #[test]

@@ -121,6 +121,8 @@ pub struct AppState {
     pub hold_ttl: chrono::Duration,
     /// Where ticket PDFs are read from.
     pub objects: Arc<dyn ObjectStore>,
+    /// Whether webhook URLs may name private addresses.
+    pub allow_private_webhooks: bool,
 }
 
 impl FromRef<AppState> for Arc<TokenVerifier> {
@@ -159,6 +161,7 @@ impl Application {
             default_currency: settings.default_currency.clone(),
             hold_ttl: chrono::Duration::seconds(i64::from(settings.hold_ttl_secs.max(1))),
             objects: background.tickets.objects.clone(),
+            allow_private_webhooks: settings.webhooks.allow_private_targets,
         };
         Ok(Self {
             server: Server::bind(settings.listen, crate::routes::router(state.clone())).await?,
@@ -223,7 +226,7 @@ impl Worker {
             relay_wake,
             tickets,
             webhooks: settings.webhooks,
-            webhook_sender: WebhookSender::new(settings.webhooks.timeout())?,
+            webhook_sender: WebhookSender::new(&settings.webhooks)?,
             relay_interval: Duration::from_millis(settings.relay_interval_ms.max(10)),
             // A zero interval would spin; 10 ms is already far below need.
             sweep_interval: Duration::from_millis(settings.sweep_interval_ms.max(10)),

@@ -124,7 +124,7 @@ impl Harness {
         let db = zocalo_testkit::database(Backend::Sqlite).await.unwrap();
         let bus = zocalo_bus::connect(&db.url).await.unwrap();
         let registry = Arc::new(Registry::default());
-        let sender = WebhookSender::new(settings.timeout()).unwrap();
+        let sender = WebhookSender::new(&settings).unwrap();
         let stop = CancellationToken::new();
         let mut options = settings.worker_options();
         options.poll_interval = Duration::from_millis(20);
@@ -176,6 +176,8 @@ fn fast(max_attempts: u32) -> WebhookSettings {
         backoff_base_ms: 40,
         backoff_cap_ms: 200,
         concurrency: 2,
+        // The receivers here listen on 127.0.0.1.
+        allow_private_targets: true,
     }
 }
 
@@ -341,6 +343,51 @@ async fn an_unreachable_receiver_is_retried_and_a_deleted_webhook_is_dropped() {
         .await;
         assert_eq!(harness.registry.attempts().len(), 2);
         assert_eq!(harness.bus.jobs.dead_letters(QUEUE).await.unwrap().len(), 1);
+    })
+    .await;
+}
+
+/// Without `allow_private_targets`, neither an address written in the URL
+/// nor a name that resolves to loopback reaches the receiver listening
+/// there; each attempt is recorded with the reason, and the job ends.
+#[tokio::test]
+async fn private_targets_are_refused_unless_allowed() {
+    bounded(async {
+        let settings = WebhookSettings {
+            allow_private_targets: false,
+            ..fast(1)
+        };
+        let harness = Harness::start(settings).await;
+        let (receiver, served) = Receiver::start(0, Duration::ZERO).await;
+        let port = served.authority().rsplit(':').next().unwrap().to_owned();
+        for url in [
+            format!("{}/hook", served.url),
+            format!("http://localhost:{port}/hook"),
+            format!("http://[::ffff:127.0.0.1]:{port}/hook"),
+        ] {
+            let (webhook_id, _) = harness.subscribe(url);
+            harness.send(webhook_id, &event()).await;
+        }
+        let attempts = eventually("three refused attempts", WAIT, async || {
+            let attempts = harness.registry.attempts();
+            (attempts.len() == 3).then_some(attempts)
+        })
+        .await;
+        for attempt in &attempts {
+            let error = attempt.error.as_deref().unwrap_or_default();
+            assert!(error.contains("private"), "{attempt:?}");
+            assert_eq!(attempt.outcome, Outcome::GaveUp, "{attempt:?}");
+        }
+        assert_eq!(receiver.calls(), 0, "no request reached the receiver");
+
+        // The same receiver, allowed: delivered.
+        let allowed = Harness::start(fast(1)).await;
+        let (webhook_id, _) = allowed.subscribe(format!("http://localhost:{port}/hook"));
+        allowed.send(webhook_id, &event()).await;
+        eventually("the allowed delivery", WAIT, async || {
+            (receiver.delivered().len() == 1).then_some(())
+        })
+        .await;
     })
     .await;
 }

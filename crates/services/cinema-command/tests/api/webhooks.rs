@@ -24,6 +24,7 @@ backend_tests!(
     a_failing_receiver_is_retried_then_dead_lettered,
     only_the_cinemas_managers_see_its_webhooks,
     bad_webhook_requests_are_4xx,
+    private_addresses_are_refused_unless_allowed,
     concurrent_registrations_respect_the_limit_and_uniqueness,
 );
 
@@ -36,6 +37,8 @@ fn fast(max_attempts: u32) -> WebhookSettings {
         backoff_base_ms: 30,
         backoff_cap_ms: 200,
         concurrency: 4,
+        // The receivers here listen on 127.0.0.1.
+        allow_private_targets: true,
     }
 }
 
@@ -463,4 +466,52 @@ async fn concurrent_registrations_respect_the_limit_and_uniqueness(backend: Back
     assert!(many.iter().all(|s| *s == 201 || *s == 409), "{many:?}");
     let listed: Vec<Value> = get(&app, &venue.manager, &base).await.json().await.unwrap();
     assert_eq!(listed.len(), 10);
+}
+
+/// A manager cannot point a webhook at the platform's own network: an
+/// address that is loopback, private or link-local is a 422 naming `url`
+/// unless the operator allowed private targets.
+async fn private_addresses_are_refused_unless_allowed(backend: Backend) {
+    let strict = spawn_with(backend, |s| {
+        s.webhooks = WebhookSettings {
+            allow_private_targets: false,
+            ..fast(3)
+        }
+    })
+    .await;
+    let venue = strict.venue(5, 10, json!({})).await;
+    let base = format!("/api/cinema/cinemas/{}/webhooks", venue.cinema);
+    for url in [
+        "http://127.0.0.1:8081/internal/events",
+        "http://169.254.169.254/latest/meta-data",
+        "http://10.0.0.7/hook",
+        "http://[::1]/hook",
+        "http://[::ffff:192.168.1.1]/hook",
+    ] {
+        let response = strict
+            .post(&venue.manager, &base, &json!({ "url": url }))
+            .await;
+        let problem = expect_problem(response, 422).await;
+        assert_eq!(problem["errors"][0]["field"], "url", "{url}: {problem}");
+        let message = problem["errors"][0]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("private"), "{url}: {problem}");
+    }
+    register(
+        &strict,
+        &venue.manager,
+        venue.cinema,
+        "https://example.com/in",
+    )
+    .await;
+
+    // The operator may allow them (the other tests' receivers are local).
+    let allowed = app(backend, 3).await;
+    let venue = allowed.venue(5, 10, json!({})).await;
+    register(
+        &allowed,
+        &venue.manager,
+        venue.cinema,
+        "http://127.0.0.1:9/hook",
+    )
+    .await;
 }
