@@ -5,11 +5,10 @@
 
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use zocalo_contracts::media::PROCESS_QUEUE;
 use zocalo_testkit::Backend;
 
-use crate::support::{Options, clip, corrupt_mp4, have_ffmpeg, probe, spawn};
+use crate::support::{Options, TestApp, clip, corrupt_mp4, have_ffmpeg, probe, spawn};
 
 /// Seconds of slack on durations: encoders round to frames and AAC frames.
 const SLACK: f64 = 0.35;
@@ -146,54 +145,13 @@ async fn status_changes_stream_as_server_sent_events() {
     if !have_ffmpeg("status_changes_stream…") {
         return;
     }
-    let app = spawn(
-        Backend::Sqlite,
-        Options {
-            workers: false,
-            ..Options::default()
-        },
-    )
-    .await;
-    let (_, token) = app.user();
-    let bytes = clip(app.dir.path(), "sse.mp4", (160, 120), 12.0, true);
-    let task = app.accepted(&token, bytes, "sse.mp4").await;
-    let id = task["id"].as_str().unwrap().to_owned();
-
-    let response = app
-        .api
-        .get(&format!("/api/tasks/{id}/events"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    let (_app, response) = stream_from_upload(Options::default(), 12.0).await;
     assert_eq!(response.headers()["content-type"], "text/event-stream");
-    // The worker starts only now, so the stream sees the whole way.
-    let worker = zocalo_media::Worker::build(app.settings.clone())
+    let text = tokio::time::timeout(Duration::from_secs(60), response.text())
         .await
+        .expect("the stream ends once the task is processed")
         .unwrap();
-    tokio::spawn(worker.run_until_stopped(app.shutdown.clone()));
-
-    let mut body = response.bytes_stream();
-    let mut text = String::new();
-    let read = tokio::time::timeout(Duration::from_secs(60), async {
-        while let Some(chunk) = body.next().await {
-            text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
-        }
-    });
-    read.await
-        .expect("the stream ends once the task is processed");
-    let tasks: Vec<serde_json::Value> = text
-        .split("\n\n")
-        .filter(|event| event.contains("event: task"))
-        .map(|event| {
-            let data = event
-                .lines()
-                .find_map(|l| l.strip_prefix("data: "))
-                .unwrap();
-            serde_json::from_str(data).unwrap()
-        })
-        .collect();
+    let tasks = task_events(&text);
     let statuses: Vec<&str> = tasks
         .iter()
         .map(|t| t["status"].as_str().unwrap())
@@ -229,20 +187,43 @@ async fn a_worker_in_this_process_wakes_the_status_stream_at_once() {
     if !have_ffmpeg("a_worker_in_this_process_wakes…") {
         return;
     }
+    let options = Options {
+        status_poll_ms: 3_600_000,
+        ..Options::default()
+    };
+    let (_app, response) = stream_from_upload(options, 3.0).await;
+    let text = tokio::time::timeout(Duration::from_secs(60), response.text())
+        .await
+        .expect("the stream ends when the task is processed, not at the next hourly read")
+        .unwrap();
+    let tasks = task_events(&text);
+    assert_eq!(
+        tasks.first().map(|t| &t["status"]),
+        Some(&"uploaded".into())
+    );
+    assert_eq!(
+        tasks.last().map(|t| &t["status"]),
+        Some(&"processed".into())
+    );
+}
+
+/// Upload a clip of `seconds`, open its event stream, and only then start
+/// a worker: the stream sees the task from `uploaded` on, and has to be
+/// told of every change rather than find the task settled at its first
+/// read.
+async fn stream_from_upload(options: Options, seconds: f64) -> (TestApp, reqwest::Response) {
     let app = spawn(
         Backend::Sqlite,
         Options {
             workers: false,
-            status_poll_ms: 3_600_000,
-            ..Options::default()
+            ..options
         },
     )
     .await;
     let (_, token) = app.user();
-    let bytes = clip(app.dir.path(), "wake.mp4", (160, 120), 3.0, true);
-    let task = app.accepted(&token, bytes, "wake.mp4").await;
+    let bytes = clip(app.dir.path(), "sse.mp4", (160, 120), seconds, true);
+    let task = app.accepted(&token, bytes, "sse.mp4").await;
     let id = task["id"].as_str().unwrap().to_owned();
-
     let response = app
         .api
         .get(&format!("/api/tasks/{id}/events"))
@@ -251,33 +232,18 @@ async fn a_worker_in_this_process_wakes_the_status_stream_at_once() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    // The worker starts once the stream is open, so the stream has to be
-    // woken for the change rather than find it settled at its first read.
     let worker = zocalo_media::Worker::build(app.settings.clone())
         .await
         .unwrap();
     tokio::spawn(worker.run_until_stopped(app.shutdown.clone()));
-    let text = tokio::time::timeout(Duration::from_secs(60), response.text())
-        .await
-        .expect("the stream ends when the task is processed, not at the next hourly read")
-        .unwrap();
-    let statuses: Vec<String> = text
-        .split("\n\n")
+    (app, response)
+}
+
+/// The tasks of a stream's `task` events, in order.
+fn task_events(text: &str) -> Vec<serde_json::Value> {
+    text.split("\n\n")
         .filter(|event| event.contains("event: task"))
         .filter_map(|event| event.lines().find_map(|l| l.strip_prefix("data: ")))
-        .map(|data| {
-            let task: serde_json::Value = serde_json::from_str(data).unwrap();
-            task["status"].as_str().unwrap().to_owned()
-        })
-        .collect();
-    assert_eq!(
-        statuses.first().map(String::as_str),
-        Some("uploaded"),
-        "{text}"
-    );
-    assert_eq!(
-        statuses.last().map(String::as_str),
-        Some("processed"),
-        "{text}"
-    );
+        .map(|data| serde_json::from_str(data).unwrap())
+        .collect()
 }
