@@ -123,6 +123,11 @@ where
         .with_location(false)
         .with_threads(false)
         .with_tracked_inactivity(false)
+        // Entering a span would also make its context OpenTelemetry's
+        // "current" one, on every poll of every instrumented future: ~9,000
+        // instructions per proxied request. Nothing here reads that
+        // context (propagation and log fields take it from the span).
+        .with_context_activation(false)
         .with_filter(traced_spans)
         .boxed();
     let (filter, handle) = reload::Layer::new(EnvFilter::new(directive));
