@@ -39,6 +39,17 @@ struct TokenResponse {
     expires_in: u64,
 }
 
+/// A client for the auth service whose token endpoint is `token_url`
+/// (`http://auth:8081/auth/token`): its base URL as the one instance, until
+/// discovery replaces the instances.
+pub fn auth_client(
+    token_url: &str,
+    settings: &ClientSettings,
+) -> Result<ServiceClient, InvalidEndpoint> {
+    let (base, _) = split_url(token_url)?;
+    ServiceClient::with_instances("auth", &[base], settings)
+}
+
 impl ServiceAuth {
     /// Tokens from the endpoint at `token_url`, one fixed instance.
     pub fn client_credentials(
@@ -46,8 +57,19 @@ impl ServiceAuth {
         client_id: String,
         client_secret: String,
     ) -> Result<Self, InvalidEndpoint> {
-        let (base, path) = split_url(token_url)?;
-        let auth = ServiceClient::with_instances("auth", &[base], &ClientSettings::default())?;
+        let auth = auth_client(token_url, &ClientSettings::default())?;
+        Self::client_credentials_at(auth, token_url, client_id, client_secret)
+    }
+
+    /// Tokens from the path of `token_url`, asked of `auth` (from
+    /// [`auth_client`], perhaps following discovery since).
+    pub fn client_credentials_at(
+        auth: ServiceClient,
+        token_url: &str,
+        client_id: String,
+        client_secret: String,
+    ) -> Result<Self, InvalidEndpoint> {
+        let (_, path) = split_url(token_url)?;
         Ok(Self::client_credentials_via(
             auth,
             &path,

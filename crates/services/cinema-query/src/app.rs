@@ -12,10 +12,11 @@ use zocalo_bus::Bus;
 use zocalo_config::Secret;
 use zocalo_contracts::cinema as contract;
 use zocalo_http::auth::{KeySource, TokenVerifier};
-use zocalo_http::client::{ClientSettings, ServiceClient, split_url};
+use zocalo_http::balance::InvalidEndpoint;
+use zocalo_http::client::{ClientSettings, ServiceClient};
 use zocalo_http::conditional::ReadCache;
 use zocalo_http::server::Server;
-use zocalo_http::service_auth::ServiceAuth;
+use zocalo_http::service_auth::{ServiceAuth, auth_client};
 use zocalo_store::DatabaseSettings;
 
 use crate::projector::{GROUP, Projector};
@@ -114,27 +115,25 @@ impl Settings {
             &self.outgoing,
         )
         .map_err(|e| anyhow::anyhow!("key `cinema_query.command_url`: {e}"))?;
-        let (auth_base, _) = self.token_url_parts()?;
-        let auth = ServiceClient::with_instances("auth", &[auth_base], &self.outgoing)
-            .map_err(|e| anyhow::anyhow!("key `cinema_query.token_url`: {e}"))?;
+        let auth = auth_client(&self.token_url, &self.outgoing).map_err(token_url_error)?;
         Ok(Clients { command, auth })
-    }
-
-    fn token_url_parts(&self) -> anyhow::Result<(String, String)> {
-        split_url(&self.token_url).map_err(|e| anyhow::anyhow!("key `cinema_query.token_url`: {e}"))
     }
 
     /// The command side's log, read with tokens asked of `clients.auth`.
     pub fn event_log(&self, clients: Clients) -> anyhow::Result<EventLog> {
-        let (_, token_path) = self.token_url_parts()?;
-        let auth = ServiceAuth::client_credentials_via(
+        let auth = ServiceAuth::client_credentials_at(
             clients.auth,
-            &token_path,
+            &self.token_url,
             self.client_id.clone(),
             self.client_secret.expose().to_owned(),
-        );
+        )
+        .map_err(token_url_error)?;
         Ok(EventLog::new(clients.command, auth, self.rebuild_page_size))
     }
+}
+
+fn token_url_error(error: InvalidEndpoint) -> anyhow::Error {
+    anyhow::anyhow!("key `cinema_query.token_url`: {error}")
 }
 
 /// Wipe the read models and replay the command side's log into them

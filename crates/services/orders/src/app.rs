@@ -15,9 +15,10 @@ use zocalo_bus::{Bus, EventHandler, JobError, JobHandler, WorkerOptions};
 use zocalo_config::Secret;
 use zocalo_contracts::orders::{self as contract, OrderJob, OrderPaid};
 use zocalo_http::auth::{KeySource, TokenVerifier};
-use zocalo_http::client::{ClientSettings, ServiceClient, split_url};
+use zocalo_http::balance::InvalidEndpoint;
+use zocalo_http::client::{ClientSettings, ServiceClient};
 use zocalo_http::server::Server;
-use zocalo_http::service_auth::ServiceAuth;
+use zocalo_http::service_auth::{ServiceAuth, auth_client};
 use zocalo_store::DatabaseSettings;
 
 use crate::catalog::CatalogClient;
@@ -114,26 +115,24 @@ impl Settings {
             &self.outgoing,
         )
         .map_err(|e| anyhow::anyhow!("key `orders.catalog_url`: {e}"))?;
-        let (auth_base, _) = self.token_url_parts()?;
-        let auth = ServiceClient::with_instances("auth", &[auth_base], &self.outgoing)
-            .map_err(|e| anyhow::anyhow!("key `orders.token_url`: {e}"))?;
+        let auth = auth_client(&self.token_url, &self.outgoing).map_err(token_url_error)?;
         Ok(Clients { catalog, auth })
-    }
-
-    fn token_url_parts(&self) -> anyhow::Result<(String, String)> {
-        split_url(&self.token_url).map_err(|e| anyhow::anyhow!("key `orders.token_url`: {e}"))
     }
 
     /// Service tokens from the token path of `token_url`, asked of `auth`.
     fn service_auth(&self, auth: ServiceClient) -> anyhow::Result<ServiceAuth> {
-        let (_, token_path) = self.token_url_parts()?;
-        Ok(ServiceAuth::client_credentials_via(
+        ServiceAuth::client_credentials_at(
             auth,
-            &token_path,
+            &self.token_url,
             self.client_id.clone(),
             self.client_secret.expose().to_owned(),
-        ))
+        )
+        .map_err(token_url_error)
     }
+}
+
+fn token_url_error(error: InvalidEndpoint) -> anyhow::Error {
+    anyhow::anyhow!("key `orders.token_url`: {error}")
 }
 
 /// The services the orders worker calls, each balanced over its instances.
