@@ -9,6 +9,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::ConnectInfo;
+use axum::http::HeaderMap;
 use axum::http::request::Parts;
 
 pub const X_FORWARDED_FOR: &str = "x-forwarded-for";
@@ -25,17 +26,32 @@ pub fn peer_ip(parts: &Parts) -> Option<IpAddr> {
 /// trusted, else the peer itself.
 pub fn client_ip(parts: &Parts, trust_loopback: bool, trusted: &[IpAddr]) -> Option<IpAddr> {
     let peer = peer_ip(parts)?;
+    Some(forwarded_client(
+        &parts.headers,
+        peer,
+        trust_loopback,
+        trusted,
+    ))
+}
+
+/// [`client_ip`] for a caller that has the headers and the peer apart
+/// (middleware holding the whole request).
+pub fn forwarded_client(
+    headers: &HeaderMap,
+    peer: IpAddr,
+    trust_loopback: bool,
+    trusted: &[IpAddr],
+) -> IpAddr {
     let peer_trusted = (trust_loopback && peer.is_loopback()) || trusted.contains(&peer);
     if !peer_trusted {
-        return Some(peer);
+        return peer;
     }
-    let forwarded = parts
-        .headers
+    let forwarded = headers
         .get_all(X_FORWARDED_FOR)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|hop| hop.trim().parse::<IpAddr>().ok())
         .next_back();
-    Some(forwarded.unwrap_or(peer))
+    forwarded.unwrap_or(peer)
 }

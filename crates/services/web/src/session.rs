@@ -10,10 +10,11 @@
 //! the token itself, so a forged cookie fools nobody but its author.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -22,6 +23,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
+use zocalo_http::client_ip::forwarded_client;
 
 use crate::app::AppState;
 use crate::csrf::{self, Csrf};
@@ -51,6 +53,9 @@ pub struct Visitor {
     pub(crate) csrf_cookie: String,
     /// Whether the browser sent the CSRF cookie (a POST without it fails).
     pub(crate) had_csrf_cookie: bool,
+    /// The browser's address, passed on to the token endpoint so that login
+    /// limits count per person, not per web instance.
+    pub(crate) client_ip: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -218,16 +223,12 @@ impl Refresher {
     }
 }
 
-/// The browser's address as the gateway saw it (the last hop it added).
-pub fn client_ip(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get("x-forwarded-for")?
-        .to_str()
-        .ok()?
-        .rsplit(',')
-        .next()
-        .map(|ip| ip.trim().to_owned())
-        .filter(|ip| !ip.is_empty())
+/// The browser's address: the last hop the gateway added to
+/// `X-Forwarded-For` when the gateway (loopback) is the peer, else the
+/// peer itself, so that nobody else can choose it.
+fn client_ip(req: &Request) -> Option<String> {
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>()?.0.ip();
+    Some(forwarded_client(req.headers(), peer, true, &[]).to_string())
 }
 
 /// Middleware: load the [`Visitor`], refreshing tokens when needed, and add
@@ -251,11 +252,11 @@ pub async fn visit(State(state): State<AppState>, mut req: Request, next: Next) 
             (value, false)
         }
     };
+    let ip = client_ip(&req);
     let mut user = jar.get(ACCESS_COOKIE).and_then(signed_in);
     if user.is_none()
         && let Some(refresh) = jar.get(REFRESH_COOKIE)
     {
-        let ip = client_ip(req.headers());
         match state
             .refresher
             .refresh(&state.gateway, refresh, ip.as_deref())
@@ -273,6 +274,7 @@ pub async fn visit(State(state): State<AppState>, mut req: Request, next: Next) 
         csrf_token: state.csrf.token(&csrf_cookie),
         csrf_cookie,
         had_csrf_cookie,
+        client_ip: ip,
     };
     req.extensions_mut().insert(visitor);
     let mut response = next.run(req).await;

@@ -136,7 +136,6 @@ async fn signin_page(
 async fn signup(
     State(state): State<AppState>,
     Extension(visitor): Extension<Visitor>,
-    headers: HeaderMap,
     CsrfForm(form): CsrfForm<AccountForm>,
 ) -> Result<Response, WebError> {
     let body =
@@ -148,13 +147,13 @@ async fn signup(
     if let Err(error) = created {
         return signup_view(&visitor, form, FormErrors::from_api(error, &[])?);
     }
-    let tokens = password_grant(&state, &headers, &form.email, &form.password).await?;
+    let tokens = password_grant(&state, &visitor, &form.email, &form.password).await?;
     Ok(signed_in(&state, &tokens, form.next.as_deref()))
 }
 
 async fn password_grant(
     state: &AppState,
-    headers: &HeaderMap,
+    visitor: &Visitor,
     email: &str,
     password: &str,
 ) -> Result<Tokens, ApiError> {
@@ -163,8 +162,10 @@ async fn password_grant(
         ("username", email),
         ("password", password),
     ];
-    let ip = session::client_ip(headers);
-    state.gateway.token(&form, ip.as_deref()).await
+    state
+        .gateway
+        .token(&form, visitor.client_ip.as_deref())
+        .await
 }
 
 /// A redirect to where the visitor was going, with the session cookies.
@@ -179,10 +180,9 @@ fn signed_in(state: &AppState, tokens: &Tokens, next: Option<&str>) -> Response 
 async fn signin(
     State(state): State<AppState>,
     Extension(visitor): Extension<Visitor>,
-    headers: HeaderMap,
     CsrfForm(form): CsrfForm<AccountForm>,
 ) -> Result<Response, WebError> {
-    match password_grant(&state, &headers, &form.email, &form.password).await {
+    match password_grant(&state, &visitor, &form.email, &form.password).await {
         Ok(tokens) => Ok(signed_in(&state, &tokens, form.next.as_deref())),
         Err(error) => {
             let message = match error.status() {

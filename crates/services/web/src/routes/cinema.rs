@@ -360,12 +360,14 @@ impl Choice {
                 .map(|(_, v)| v.trim().to_owned())
                 .unwrap_or_default()
         };
-        let mut seats: Vec<String> = pairs
+        let mut seen = std::collections::HashSet::new();
+        let seats: Vec<String> = pairs
             .iter()
             .filter(|(k, v)| k == "seat" && !v.trim().is_empty())
             .map(|(_, v)| v.trim().to_uppercase())
+            // A seat sent twice (anywhere in the form) is one seat.
+            .filter(|seat| seen.insert(seat.clone()))
             .collect();
-        seats.dedup();
         Self {
             seats,
             quantity: value("quantity"),
@@ -585,6 +587,13 @@ mod tests {
 
     fn pairs(query: &str) -> Vec<(String, String)> {
         serde_urlencoded::from_str(query).unwrap()
+    }
+
+    #[test]
+    fn a_seat_sent_twice_is_chosen_once_in_its_first_place() {
+        let choice = Choice::parse(&pairs("seat=A1&seat=b2&seat=a1&card=4242"));
+        assert_eq!(choice.seats, ["A1", "B2"]);
+        assert_eq!(choice.card, "4242");
     }
 
     #[test]
