@@ -94,62 +94,58 @@ impl Settings {
         }
     }
 
-    /// Services left on their default SQLite file keep it under `data_dir`.
+    /// Services left on their default SQLite files, bus, object storage
+    /// and scratch directory keep them under `data_dir`.
     pub fn use_data_dir(&mut self) {
-        let sqlite = |name: &str| format!("sqlite://{}", self.data_dir.join(name).display());
-        if self.auth.database_url == zocalo_auth::Settings::default().database_url {
-            self.auth.database_url = sqlite("auth.db");
-        }
-        if self.reviews.database_url == zocalo_reviews::Settings::default().database_url {
-            self.reviews.database_url = sqlite("reviews.db");
-        }
-        if self.catalog.database_url == zocalo_catalog::Settings::default().database_url {
-            self.catalog.database_url = sqlite("catalog.db");
-        }
-        let orders_defaults = zocalo_orders::Settings::default();
-        if self.orders.database_url == orders_defaults.database_url {
-            self.orders.database_url = sqlite("orders.db");
-        }
-        if self.orders.bus_url == orders_defaults.bus_url {
-            self.orders.bus_url = sqlite("bus.db");
-        }
-        let cinema_defaults = zocalo_cinema_command::Settings::default();
-        if self.cinema_command.database_url == cinema_defaults.database_url {
-            self.cinema_command.database_url = sqlite("cinema-command.db");
-        }
-        if self.cinema_command.bus_url == cinema_defaults.bus_url {
-            self.cinema_command.bus_url = sqlite("bus.db");
-        }
-        if self.cinema_command.objects.url == cinema_defaults.objects.url {
-            self.cinema_command.objects.url = self.data_dir.join("objects").display().to_string();
-        }
-        let cinema_query_defaults = zocalo_cinema_query::Settings::default();
-        if self.cinema_query.database_url == cinema_query_defaults.database_url {
-            self.cinema_query.database_url = sqlite("cinema-query.db");
-        }
-        if self.cinema_query.bus_url == cinema_query_defaults.bus_url {
-            self.cinema_query.bus_url = sqlite("bus.db");
-        }
-        self.use_data_dir_for_media();
-    }
+        let dir = self.data_dir.clone();
+        let sqlite = |name: &str| format!("sqlite://{}", dir.join(name).display());
+        let objects = || dir.join("objects").display().to_string();
+        let bus = || sqlite("bus.db");
 
-    /// The media service's database, bus and objects, when left on their
-    /// defaults, live under `data_dir` too.
-    fn use_data_dir_for_media(&mut self) {
-        let defaults = zocalo_media::Settings::default();
-        let sqlite = |name: &str| format!("sqlite://{}", self.data_dir.join(name).display());
-        if self.media.database_url == defaults.database_url {
-            self.media.database_url = sqlite("media.db");
-        }
-        if self.media.bus_url == defaults.bus_url {
-            self.media.bus_url = sqlite("bus.db");
-        }
-        if self.media.objects.url == defaults.objects.url {
-            self.media.objects.url = self.data_dir.join("objects").display().to_string();
-        }
-        if self.media.scratch_dir == defaults.scratch_dir {
-            self.media.scratch_dir = self.data_dir.join("scratch");
-        }
+        let auth = zocalo_auth::Settings::default();
+        or_default(&mut self.auth.database_url, &auth.database_url, || {
+            sqlite("auth.db")
+        });
+        let reviews = zocalo_reviews::Settings::default();
+        or_default(
+            &mut self.reviews.database_url,
+            &reviews.database_url,
+            || sqlite("reviews.db"),
+        );
+        let catalog = zocalo_catalog::Settings::default();
+        or_default(
+            &mut self.catalog.database_url,
+            &catalog.database_url,
+            || sqlite("catalog.db"),
+        );
+        let orders = zocalo_orders::Settings::default();
+        or_default(&mut self.orders.database_url, &orders.database_url, || {
+            sqlite("orders.db")
+        });
+        or_default(&mut self.orders.bus_url, &orders.bus_url, bus);
+        let command = zocalo_cinema_command::Settings::default();
+        let own = &mut self.cinema_command;
+        or_default(&mut own.database_url, &command.database_url, || {
+            sqlite("cinema-command.db")
+        });
+        or_default(&mut own.bus_url, &command.bus_url, bus);
+        or_default(&mut own.objects.url, &command.objects.url, objects);
+        let query = zocalo_cinema_query::Settings::default();
+        let own = &mut self.cinema_query;
+        or_default(&mut own.database_url, &query.database_url, || {
+            sqlite("cinema-query.db")
+        });
+        or_default(&mut own.bus_url, &query.bus_url, bus);
+        let media = zocalo_media::Settings::default();
+        let own = &mut self.media;
+        or_default(&mut own.database_url, &media.database_url, || {
+            sqlite("media.db")
+        });
+        or_default(&mut own.bus_url, &media.bus_url, bus);
+        or_default(&mut own.objects.url, &media.objects.url, objects);
+        or_default(&mut own.scratch_dir, &media.scratch_dir, || {
+            dir.join("scratch")
+        });
     }
 
     /// The gateway's own URL on this machine: `https` when it terminates
@@ -210,5 +206,13 @@ impl Settings {
             email: self.admin_email.clone()?,
             password: self.admin_password.as_ref()?.expose().to_owned(),
         })
+    }
+}
+
+/// Replace `field` with `value()` when it still holds `default`: settings
+/// the operator chose are kept.
+fn or_default<T: PartialEq>(field: &mut T, default: &T, value: impl FnOnce() -> T) {
+    if field == default {
+        *field = value();
     }
 }

@@ -19,6 +19,14 @@ use crate::settings::Settings;
 
 type Servers = JoinSet<std::io::Result<()>>;
 
+/// Run a worker beside the servers; it stops with them.
+fn spawn_worker(servers: &mut Servers, run: impl Future<Output = ()> + Send + 'static) {
+    servers.spawn(async move {
+        run.await;
+        Ok(())
+    });
+}
+
 fn local(port: u16) -> String {
     format!("http://127.0.0.1:{port}")
 }
@@ -70,11 +78,7 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     let worker = zocalo_orders::Worker::build(settings.orders.clone())
         .await
         .context("starting the orders worker")?;
-    let worker_shutdown = shutdown.clone();
-    servers.spawn(async move {
-        worker.run_until_stopped(worker_shutdown).await;
-        Ok(())
-    });
+    spawn_worker(&mut servers, worker.run_until_stopped(shutdown.clone()));
 
     settings.cinema_command.jwks_url = jwks.clone();
     let cinema_command = zocalo_cinema_command::Application::build(settings.cinema_command.clone())
@@ -143,11 +147,7 @@ async fn start_media(
     let worker = zocalo_media::Worker::build(settings.media.clone())
         .await
         .context("starting the media worker")?;
-    let stop = shutdown.clone();
-    servers.spawn(async move {
-        worker.run_until_stopped(stop).await;
-        Ok(())
-    });
+    spawn_worker(servers, worker.run_until_stopped(shutdown.clone()));
     Ok(url)
 }
 
@@ -390,30 +390,18 @@ pub async fn worker(service: Service, settings: Settings) -> anyhow::Result<()> 
             .await?;
             let worker =
                 zocalo_orders::Worker::build_with_clients(settings.orders.clone(), clients).await?;
-            let stop = shutdown.clone();
-            servers.spawn(async move {
-                worker.run_until_stopped(stop).await;
-                Ok(())
-            });
+            spawn_worker(&mut servers, worker.run_until_stopped(shutdown.clone()));
         }
         // The outbox relay and the hold sweeper, which every serving
         // instance also runs: safe side by side.
         Service::CinemaCommand => {
             let worker =
                 zocalo_cinema_command::Worker::build(settings.cinema_command.clone()).await?;
-            let stop = shutdown.clone();
-            servers.spawn(async move {
-                worker.run_until_stopped(stop).await;
-                Ok(())
-            });
+            spawn_worker(&mut servers, worker.run_until_stopped(shutdown.clone()));
         }
         Service::Media => {
             let worker = zocalo_media::Worker::build(settings.media.clone()).await?;
-            let stop = shutdown.clone();
-            servers.spawn(async move {
-                worker.run_until_stopped(stop).await;
-                Ok(())
-            });
+            spawn_worker(&mut servers, worker.run_until_stopped(shutdown.clone()));
         }
         other => anyhow::bail!("{other:?} has no job consumers"),
     }

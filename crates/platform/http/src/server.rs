@@ -117,14 +117,11 @@ pub fn is_valid_request_id(id: &[u8]) -> bool {
 /// unlike a fresh v4 UUID, which matters on the gateway's hot path; the hex
 /// is written in place, not through a formatted `String`.
 pub fn new_request_id() -> HeaderValue {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut id: u128 = rand::random();
-    let mut text = [0u8; 32];
-    for byte in text.iter_mut().rev() {
-        *byte = HEX[(id & 0xf) as usize];
-        id >>= 4;
-    }
-    HeaderValue::from_bytes(&text).expect("hex is a valid header value")
+    let mut text = [0u8; uuid::fmt::Simple::LENGTH];
+    let hex = uuid::Uuid::from_u128(rand::random())
+        .simple()
+        .encode_lower(&mut text);
+    HeaderValue::from_str(hex).expect("hex is a valid header value")
 }
 
 async fn record_metrics(service: &'static str, req: Request, next: Next) -> Response {

@@ -259,9 +259,13 @@ pub fn inject_current(headers: &mut HeaderMap) {
 /// The current span's `traceparent`, to store with a job or an event; `None`
 /// outside any traced span.
 pub fn current_traceparent() -> Option<String> {
-    let mut carrier = std::collections::HashMap::with_capacity(1);
-    propagator().inject_context(&Span::current().context(), &mut carrier);
-    carrier.remove(TRACEPARENT)
+    let context = Span::current().context();
+    let span = context.span();
+    let ids = span.span_context();
+    ids.is_valid().then(|| {
+        let value = traceparent_value(ids);
+        value.to_str().expect("hex is ASCII").to_owned()
+    })
 }
 
 /// The current span's trace id in hex, `None` outside any traced span.

@@ -191,7 +191,7 @@ impl Gateway {
         let payload = if may_resend(&parts.method, &parts.headers) {
             // A client trickling its body must not hold anything for long;
             // it holds no service slot yet either.
-            tokio::time::timeout(route.timeout, self.payload(body, route.max_body_bytes))
+            tokio::time::timeout(route.timeout, Self::payload(body, route.max_body_bytes))
                 .await
                 .map_err(|_| GatewayError::BodyTimeout)??
         } else {
@@ -223,7 +223,7 @@ impl Gateway {
 
     /// Buffer a small body of known length so that it can be sent again;
     /// stream anything else.
-    async fn payload(&self, body: Body, limit: usize) -> Result<Payload, GatewayError> {
+    async fn payload(body: Body, limit: usize) -> Result<Payload, GatewayError> {
         match body.size_hint().exact() {
             Some(0) => Ok(Payload::Buffered(Bytes::new())),
             Some(length) if length <= MAX_RETRIED_BODY => {
@@ -508,18 +508,13 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in &HOP_BY_HOP {
         headers.remove(name);
     }
-    if headers
+    let proxy: Vec<HeaderName> = headers
         .keys()
-        .any(|name| name.as_str().starts_with("proxy-"))
-    {
-        let proxy: Vec<HeaderName> = headers
-            .keys()
-            .filter(|name| name.as_str().starts_with("proxy-"))
-            .cloned()
-            .collect();
-        for name in proxy {
-            headers.remove(name);
-        }
+        .filter(|name| name.as_str().starts_with("proxy-"))
+        .cloned()
+        .collect();
+    for name in proxy {
+        headers.remove(name);
     }
 }
 
