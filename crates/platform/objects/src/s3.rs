@@ -88,7 +88,11 @@ impl S3Store {
         head: Vec<Bytes>,
         mut body: ByteStream<'_>,
     ) -> Result<u64, ObjectError> {
-        let upload = self.inner.put_multipart(path).await.map_err(backend)?;
+        let upload = self
+            .inner
+            .put_multipart(path)
+            .await
+            .map_err(ObjectError::backend)?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
         let mut size = 0u64;
         for chunk in head {
@@ -112,19 +116,15 @@ impl S3Store {
                 None => break,
             }
         }
-        writer.finish().await.map_err(backend)?;
+        writer.finish().await.map_err(ObjectError::backend)?;
         Ok(size)
     }
-}
-
-fn backend(error: object_store::Error) -> ObjectError {
-    ObjectError::Backend(error.to_string())
 }
 
 fn error_for(key: &str, error: object_store::Error) -> ObjectError {
     match error {
         object_store::Error::NotFound { .. } => ObjectError::NotFound(key.to_owned()),
-        other => backend(other),
+        other => ObjectError::backend(other),
     }
 }
 
@@ -153,7 +153,10 @@ impl ObjectStore for S3Store {
                 Some(Err(error)) => return Err(ObjectError::Body(error)),
                 None => {
                     let payload: PutPayload = head.into_iter().collect();
-                    self.inner.put(&path, payload).await.map_err(backend)?;
+                    self.inner
+                        .put(&path, payload)
+                        .await
+                        .map_err(ObjectError::backend)?;
                     return Ok(buffered as u64);
                 }
             }
@@ -204,7 +207,7 @@ impl ObjectStore for S3Store {
         check_key(key)?;
         match self.inner.delete(&Path::from(key)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(error) => Err(backend(error)),
+            Err(error) => Err(ObjectError::backend(error)),
         }
     }
 
@@ -217,7 +220,7 @@ impl ObjectStore for S3Store {
             .map_ok(meta)
             .try_collect()
             .await
-            .map_err(backend)?;
+            .map_err(ObjectError::backend)?;
         // S3 lists what is under `prefix/`; the key `prefix` itself is
         // asked for separately, as the local store includes it.
         if !prefix.is_empty() {

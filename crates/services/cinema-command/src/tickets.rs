@@ -132,10 +132,6 @@ pub struct TicketsWorker {
     pub relay_wake: Arc<Notify>,
 }
 
-fn retry(error: impl std::fmt::Display) -> JobError {
-    JobError::retry(error)
-}
-
 impl TicketsWorker {
     pub fn handler(self: Arc<Self>) -> JobHandler {
         Arc::new(move |job| {
@@ -155,7 +151,7 @@ impl TicketsWorker {
             .store
             .purchase(purchase_id)
             .await
-            .map_err(retry)?
+            .map_err(JobError::retry)?
             .ok_or_else(|| JobError::fatal(format!("no purchase {purchase_id}")))?;
         if purchase.status != PurchaseStatus::Completed {
             tracing::info!(purchase = %purchase_id, status = purchase.status.as_str(),
@@ -180,7 +176,7 @@ impl TicketsWorker {
             .store
             .document_stored(&ready, Utc::now())
             .await
-            .map_err(retry)?
+            .map_err(JobError::retry)?
         {
             self.relay_wake.notify_one();
             metrics::counter!("cinema_ticket_documents_total").increment(1);
@@ -208,7 +204,7 @@ impl TicketsWorker {
             .store
             .load(kind, id)
             .await
-            .map_err(retry)?
+            .map_err(JobError::retry)?
             .ok_or_else(|| JobError::fatal(format!("{} {id} is gone", kind.table())))?;
         serde_json::from_value(doc).map_err(JobError::fatal)
     }
@@ -224,7 +220,7 @@ impl TicketsWorker {
 
     async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), JobError> {
         let body = futures_util::stream::once(async move { Ok(Bytes::from(bytes)) }).boxed();
-        self.objects.put(key, body).await.map_err(retry)?;
+        self.objects.put(key, body).await.map_err(JobError::retry)?;
         Ok(())
     }
 
@@ -236,18 +232,22 @@ impl TicketsWorker {
         pdf: Vec<u8>,
     ) -> Result<(), JobError> {
         let id = purchase.purchase_id;
-        let document = self.store.ticket_document(id).await.map_err(retry)?;
+        let document = self
+            .store
+            .ticket_document(id)
+            .await
+            .map_err(JobError::retry)?;
         if document.is_some_and(|d| d.email_status != EmailStatus::Pending) {
             return Ok(());
         }
-        let Some(address) = self.store.contact(id).await.map_err(retry)? else {
+        let Some(address) = self.store.contact(id).await.map_err(JobError::retry)? else {
             tracing::info!(purchase = %id, "no email address for this purchase; tickets not emailed");
             return self.mark(id, EmailStatus::Skipped).await;
         };
         let email = ticket_email(address, purchase, venue, self.offset, pdf);
         match self.mailer.send(&email).await {
             Ok(()) => self.mark(id, EmailStatus::Sent).await,
-            Err(error) if error.is_retryable() => Err(retry(error)),
+            Err(error) if error.is_retryable() => Err(JobError::retry(error)),
             Err(error) => {
                 tracing::warn!(purchase = %id, %error, "tickets email refused");
                 self.mark(id, EmailStatus::Failed).await
@@ -260,7 +260,7 @@ impl TicketsWorker {
         self.store
             .set_email_status(purchase, status, Utc::now())
             .await
-            .map_err(retry)
+            .map_err(JobError::retry)
     }
 }
 

@@ -156,7 +156,7 @@ impl Doc {
         if self.deleted {
             return None;
         }
-        serde_json::from_value(self.body.clone()).ok()
+        T::deserialize(&self.body).ok()
     }
 }
 

@@ -248,14 +248,6 @@ fn created<T: Serialize>(location: String, body: T) -> Result<Response, CinemaEr
 }
 
 /// Admins only; anyone else gets 403.
-fn require_admin(user: &AuthUser) -> Result<(), CinemaError> {
-    if user.is_admin() {
-        Ok(())
-    } else {
-        Err(Problem::forbidden("this needs the `admin` role").into())
-    }
-}
-
 /// The cinema, if the caller runs it: an admin, or a manager it lists.
 /// A manager of other cinemas gets 404, as if it did not exist; a caller
 /// who is no manager at all gets 403.

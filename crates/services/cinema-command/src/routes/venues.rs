@@ -12,7 +12,7 @@ use zocalo_http::Problem;
 use zocalo_http::auth::{AuthUser, roles};
 use zocalo_http::extract::{Json, Path};
 
-use super::{commit, created, doc, event, load, managed_cinema, remove, require_admin};
+use super::{commit, created, doc, event, load, managed_cinema, remove};
 use crate::app::AppState;
 use crate::domain::{
     ChainInput, ChainPatch, CinemaInput, CinemaPatch, MovieInput, MoviePatch, Room, RoomInput,
@@ -75,7 +75,7 @@ pub async fn create_chain(
     user: AuthUser,
     Json(input): Json<ChainInput>,
 ) -> Result<Response, CinemaError> {
-    require_admin(&user)?;
+    user.require_role(roles::ADMIN)?;
     let chain = input.validate()?;
     let events = vec![event(contract::CHAIN_SAVED, &chain)];
     commit(&state, chain_record(&chain), events, "").await?;
@@ -90,7 +90,7 @@ pub async fn update_chain(
     Path(id): Path<Uuid>,
     Json(patch): Json<ChainPatch>,
 ) -> Result<Json<ChainSaved>, CinemaError> {
-    require_admin(&user)?;
+    user.require_role(roles::ADMIN)?;
     let chain = patch.apply(load(&state, Kind::Chain, id).await?)?;
     let events = vec![event(contract::CHAIN_SAVED, &chain)];
     commit(&state, chain_record(&chain), events, "").await?;
@@ -104,7 +104,7 @@ pub async fn delete_chain(
     user: AuthUser,
     Path(id): Path<Uuid>,
 ) -> Result<StatusCode, CinemaError> {
-    require_admin(&user)?;
+    user.require_role(roles::ADMIN)?;
     let chain: ChainSaved = load(&state, Kind::Chain, id).await?;
     remove(
         &state,
@@ -127,7 +127,7 @@ pub async fn create_cinema(
     user: AuthUser,
     Json(input): Json<CinemaInput>,
 ) -> Result<Response, CinemaError> {
-    require_admin(&user)?;
+    user.require_role(roles::ADMIN)?;
     let cinema = input.validate()?;
     let events = vec![event(contract::CINEMA_SAVED, &cinema)];
     commit(&state, cinema_record(&cinema), events, "")
@@ -152,7 +152,7 @@ pub async fn update_cinema(
     Path(id): Path<Uuid>,
     Json(patch): Json<CinemaPatch>,
 ) -> Result<Json<CinemaSaved>, CinemaError> {
-    require_admin(&user)?;
+    user.require_role(roles::ADMIN)?;
     let cinema = patch.apply(load(&state, Kind::Cinema, id).await?)?;
     let events = vec![event(contract::CINEMA_SAVED, &cinema)];
     commit(&state, cinema_record(&cinema), events, "").await?;
@@ -166,7 +166,7 @@ pub async fn delete_cinema(
     user: AuthUser,
     Path(id): Path<Uuid>,
 ) -> Result<StatusCode, CinemaError> {
-    require_admin(&user)?;
+    user.require_role(roles::ADMIN)?;
     let cinema: CinemaSaved = load(&state, Kind::Cinema, id).await?;
     remove(
         &state,
@@ -191,7 +191,7 @@ async fn set_manager(
     manager: Uuid,
     assigned: bool,
 ) -> Result<Json<CinemaSaved>, CinemaError> {
-    require_admin(user)?;
+    user.require_role(roles::ADMIN)?;
     for _ in 0..MANAGER_ATTEMPTS {
         let current: CinemaSaved = load(state, Kind::Cinema, cinema_id).await?;
         let Some(cinema) = with_manager(current.clone(), manager, assigned) else {
