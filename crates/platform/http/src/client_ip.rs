@@ -55,3 +55,36 @@ pub fn forwarded_client(
         .next_back();
     forwarded.unwrap_or(peer)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forwarded(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(X_FORWARDED_FOR, value.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn the_header_is_believed_only_from_a_trusted_peer() {
+        let headers = forwarded("6.6.6.6, 203.0.113.9");
+        let loopback: IpAddr = "127.0.0.1".parse().unwrap();
+        let stranger: IpAddr = "198.51.100.7".parse().unwrap();
+        // The last hop, added by the trusted proxy, is the client.
+        let client: IpAddr = "203.0.113.9".parse().unwrap();
+        assert_eq!(forwarded_client(&headers, loopback, true, &[]), client);
+        assert_eq!(
+            forwarded_client(&headers, stranger, false, &[stranger]),
+            client
+        );
+        // Anyone else is who they are, whatever they claim.
+        assert_eq!(forwarded_client(&headers, stranger, true, &[]), stranger);
+        assert_eq!(forwarded_client(&headers, loopback, false, &[]), loopback);
+        // A trusted peer without the header is the client itself.
+        assert_eq!(
+            forwarded_client(&HeaderMap::new(), loopback, true, &[]),
+            loopback
+        );
+    }
+}
