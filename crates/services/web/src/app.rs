@@ -1,6 +1,6 @@
 //! Building and running the web service.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +31,10 @@ pub struct Settings {
     /// How long one call to the gateway may take before the page says the
     /// service is unavailable.
     pub gateway_timeout_ms: u64,
+    /// Peers besides loopback whose `X-Forwarded-For` is believed: the
+    /// gateways, when they reach the web over the network. Without them
+    /// a sign-in counts against the gateway's address, not the person's.
+    pub trusted_proxies: Vec<IpAddr>,
 }
 
 impl Default for Settings {
@@ -41,6 +45,7 @@ impl Default for Settings {
             secure_cookies: true,
             csrf_secret: Secret::new(""),
             gateway_timeout_ms: 10_000,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -53,6 +58,7 @@ pub struct AppState {
     pub csrf: Arc<Csrf>,
     pub refresher: Arc<Refresher>,
     pub secure_cookies: bool,
+    pub trusted_proxies: Arc<[IpAddr]>,
 }
 
 pub struct Application {
@@ -74,6 +80,7 @@ impl Application {
             csrf: Arc::new(csrf),
             refresher: Arc::new(Refresher::default()),
             secure_cookies: settings.secure_cookies,
+            trusted_proxies: settings.trusted_proxies.into(),
         };
         Ok(Self {
             server: Server::bind(settings.listen, crate::routes::router(state)).await?,

@@ -10,7 +10,7 @@
 //! the token itself, so a forged cookie fools nobody but its author.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -223,12 +223,13 @@ impl Refresher {
     }
 }
 
-/// The browser's address: the last hop the gateway added to
-/// `X-Forwarded-For` when the gateway (loopback) is the peer, else the
-/// peer itself, so that nobody else can choose it.
-fn client_ip(req: &Request) -> Option<String> {
+/// The browser's address: the last hop a gateway added to
+/// `X-Forwarded-For` when the peer is one (loopback, or listed in
+/// `web.trusted_proxies`), else the peer itself, so that nobody else can
+/// choose it.
+fn client_ip(req: &Request, trusted: &[IpAddr]) -> Option<String> {
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>()?.0.ip();
-    Some(forwarded_client(req.headers(), peer, true, &[]).to_string())
+    Some(forwarded_client(req.headers(), peer, true, trusted).to_string())
 }
 
 /// Middleware: load the [`Visitor`], refreshing tokens when needed, and add
@@ -252,7 +253,7 @@ pub async fn visit(State(state): State<AppState>, mut req: Request, next: Next) 
             (value, false)
         }
     };
-    let ip = client_ip(&req);
+    let ip = client_ip(&req, &state.trusted_proxies);
     let mut user = jar.get(ACCESS_COOKIE).and_then(signed_in);
     if user.is_none()
         && let Some(refresh) = jar.get(REFRESH_COOKIE)
